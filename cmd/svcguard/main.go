@@ -1,0 +1,50 @@
+// Command svcguard is the svcguard admission webhook server. main only wires:
+// parse the options, build the server, register the enabled webhooks, run.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/svcguard/svcguard/pkg/options"
+	"github.com/svcguard/svcguard/pkg/server"
+	"github.com/svcguard/svcguard/pkg/version"
+	"github.com/svcguard/svcguard/webhook/servicehost"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		version.Print(os.Stdout)
+		return
+	}
+
+	serverOpts := options.NewServer()
+	serviceHost := &servicehost.Options{}
+	if err := options.Parse("svcguard", os.Args[1:], os.Stdout, serverOpts, serviceHost); err != nil {
+		if errors.Is(err, options.ErrHelp) {
+			return
+		}
+		exit(err)
+	}
+
+	srv, err := server.New(serverOpts)
+	if err != nil {
+		exit(err)
+	}
+	if serviceHost.Enabled() {
+		srv.Register(serviceHost.Webhook(srv.Decoder()))
+	}
+	if err := srv.Run(ctrl.SetupSignalHandler()); err != nil {
+		exit(err)
+	}
+}
+
+// exit prints err as one line and exits 1: an operator reading a
+// CrashLoopBackOff sees the problem, not a stack trace.
+func exit(err error) {
+	fmt.Fprintln(os.Stderr, "svcguard: "+err.Error())
+	os.Exit(1)
+}

@@ -1,0 +1,63 @@
+// Package metrics defines the Prometheus metrics that every svcguard webhook
+// shares and registers them with controller-runtime's registry, so that they
+// are served on /metrics next to controller-runtime's own webhook metrics.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Decision is the outcome of one admission request, as counted in
+// svcguard_admission_requests_total.
+type Decision string
+
+// The decisions a webhook can reach.
+const (
+	// Allowed: admitted unchanged.
+	Allowed Decision = "allowed"
+	// Patched: admitted with a JSON patch.
+	Patched Decision = "patched"
+	// Denied: refused by a rule.
+	Denied Decision = "denied"
+	// Error: the request could not be judged (malformed, wrong kind, internal error).
+	Error Decision = "error"
+)
+
+var (
+	// AdmissionRequests counts admission requests by webhook, operation and decision.
+	AdmissionRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "svcguard_admission_requests_total",
+		Help: "Admission requests answered, by webhook, operation (CREATE, UPDATE, ...) and decision (allowed, patched, denied, error).",
+	}, []string{"webhook", "operation", "decision"})
+
+	// AdmissionDuration observes how long each webhook takes to decide.
+	AdmissionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "svcguard_admission_duration_seconds",
+		Help:    "Time a webhook took to decide one admission request, from decoded request to response.",
+		Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
+	}, []string{"webhook"})
+
+	// AdmissionPanics counts panics recovered into a 500 answer.
+	AdmissionPanics = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "svcguard_admission_panics_total",
+		Help: "Panics in a webhook handler, recovered into an HTTP 500 answer; any increase is a bug to report.",
+	}, []string{"webhook"})
+)
+
+func init() {
+	crmetrics.Registry.MustRegister(AdmissionRequests, AdmissionDuration, AdmissionPanics)
+}
+
+// ObserveAdmission records one answered request.
+func ObserveAdmission(webhook, operation string, decision Decision, took time.Duration) {
+	AdmissionRequests.WithLabelValues(webhook, operation, string(decision)).Inc()
+	AdmissionDuration.WithLabelValues(webhook).Observe(took.Seconds())
+}
+
+// MustRegister registers a webhook's own collectors with the same registry.
+func MustRegister(cs ...prometheus.Collector) {
+	crmetrics.Registry.MustRegister(cs...)
+}

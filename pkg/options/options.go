@@ -1,0 +1,218 @@
+// Package options parses svcguard's command line and its optional YAML config
+// file into the settings of the server machinery and of each webhook.
+//
+// Every setting is a flag. The config file (--config) is a YAML mapping from
+// flag name to value, so the file and the command line cannot drift apart: a
+// key that is not a flag is an error, and a flag given on the command line wins
+// over the same key in the file.
+package options
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+// ErrHelp is returned by Parse after it printed the usage for -h or --help;
+// the caller should exit 0.
+var ErrHelp = flag.ErrHelp
+
+// Component is a part of svcguard that owns a group of flags: the server
+// machinery and each webhook.
+type Component interface {
+	// AddFlags registers the component's flags on fs.
+	AddFlags(fs *flag.FlagSet)
+	// Validate reports, after parsing, a setting that cannot work; the error
+	// names the flag and the value.
+	Validate() error
+}
+
+// Server holds the settings of the machinery that every webhook shares.
+type Server struct {
+	// WebhookBindAddress is host:port of the TLS listener for admission requests.
+	WebhookBindAddress string
+	// CertDir holds tls.crt and tls.key, reloaded when they change.
+	CertDir string
+	// HealthProbeBindAddress is host:port of /healthz and /readyz (plain HTTP).
+	HealthProbeBindAddress string
+	// MetricsBindAddress is host:port of /metrics; "0" turns the endpoint off.
+	MetricsBindAddress string
+	// Kubeconfig is the path of a kubeconfig file; empty means in-cluster (or
+	// $KUBECONFIG, then ~/.kube/config, as controller-runtime resolves it).
+	Kubeconfig string
+	// Log holds controller-runtime's zap logging flags.
+	Log zap.Options
+}
+
+// NewServer returns the server settings with their defaults.
+func NewServer() *Server {
+	return &Server{
+		WebhookBindAddress:     ":9443",
+		CertDir:                "/tmp/k8s-webhook-server/serving-certs",
+		HealthProbeBindAddress: ":8081",
+		MetricsBindAddress:     ":8080",
+	}
+}
+
+// AddFlags registers the server flags and the zap logging flags on fs.
+func (s *Server) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&s.WebhookBindAddress, "webhook-bind-address", s.WebhookBindAddress,
+		"host:port of the TLS listener that serves admission requests.")
+	fs.StringVar(&s.CertDir, "cert-dir", s.CertDir,
+		"Directory holding the serving certificate tls.crt and key tls.key; both are reloaded when they change.")
+	fs.StringVar(&s.HealthProbeBindAddress, "health-probe-bind-address", s.HealthProbeBindAddress,
+		"host:port serving /healthz (liveness) and /readyz (readiness) over plain HTTP.")
+	fs.StringVar(&s.MetricsBindAddress, "metrics-bind-address", s.MetricsBindAddress,
+		"host:port serving Prometheus /metrics over plain HTTP; \"0\" turns it off.")
+	fs.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig,
+		"Path of a kubeconfig file; empty: in-cluster config, else $KUBECONFIG, else ~/.kube/config.")
+	s.Log.BindFlags(fs)
+}
+
+// Validate checks the listener addresses and the certificate directory.
+func (s *Server) Validate() error {
+	if err := validateHostPort("webhook-bind-address", s.WebhookBindAddress, false); err != nil {
+		return err
+	}
+	if err := validateHostPort("health-probe-bind-address", s.HealthProbeBindAddress, false); err != nil {
+		return err
+	}
+	if err := validateHostPort("metrics-bind-address", s.MetricsBindAddress, true); err != nil {
+		return err
+	}
+	if s.CertDir == "" {
+		return errors.New("--cert-dir is empty: give the directory that holds tls.crt and tls.key")
+	}
+	return nil
+}
+
+// Parse fills the components from args and, when --config names one, from a
+// YAML config file, then validates each component. It writes the usage to
+// stdout and returns ErrHelp for -h/--help. Every other error is one line
+// that names the flag or file at fault.
+func Parse(name string, args []string, stdout io.Writer, components ...Component) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	// The flag package would print the whole usage on every error; svcguard
+	// prints one line naming the problem instead.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	var configPath string
+	fs.StringVar(&configPath, "config", "",
+		"Path of a YAML file whose keys are flag names (without --) and values their settings; the command line wins.")
+	for _, c := range components {
+		c.AddFlags(fs)
+	}
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout, name, fs)
+			return ErrHelp
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: svcguard takes only flags (and the subcommand \"version\")", fs.Arg(0))
+	}
+	if configPath != "" {
+		if err := applyConfigFile(fs, configPath); err != nil {
+			return err
+		}
+	}
+	for _, c := range components {
+		if err := c.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyConfigFile sets every flag named in the YAML file at path that the
+// command line did not set.
+func applyConfigFile(fs *flag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot read config file: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config file %s is not valid YAML: %s", path, oneLine(err.Error()))
+	}
+	if len(doc.Content) == 0 {
+		return nil // an empty file sets nothing
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s: expected a mapping of flag names to values at line %d", path, root.Line)
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key, value := root.Content[i], root.Content[i+1]
+		if key.Value == "config" {
+			return fmt.Errorf("config file %s line %d: \"config\" cannot be set from a config file", path, key.Line)
+		}
+		if fs.Lookup(key.Value) == nil {
+			return fmt.Errorf("config file %s line %d: unknown setting %q (keys are flag names, see --help)", path, key.Line, key.Value)
+		}
+		if onCommandLine[key.Value] {
+			continue
+		}
+		values, err := scalarValues(value)
+		if err != nil {
+			return fmt.Errorf("config file %s line %d: %q: %w", path, value.Line, key.Value, err)
+		}
+		for _, v := range values {
+			if err := fs.Set(key.Value, v); err != nil {
+				return fmt.Errorf("config file %s line %d: invalid value %q for %q: %s", path, value.Line, v, key.Value, oneLine(err.Error()))
+			}
+		}
+	}
+	return nil
+}
+
+// scalarValues returns the text of a scalar, or of each scalar of a sequence
+// (a repeatable flag is set once per element).
+func scalarValues(n *yaml.Node) ([]string, error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return []string{n.Value}, nil
+	case yaml.SequenceNode:
+		out := make([]string, 0, len(n.Content))
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode {
+				return nil, errors.New("a list may only hold plain values")
+			}
+			out = append(out, item.Value)
+		}
+		return out, nil
+	default:
+		return nil, errors.New("expected a value or a list of values, not a mapping")
+	}
+}
+
+func printUsage(w io.Writer, name string, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: %s [flags]\n       %s version\n\n", name, name)
+	fmt.Fprintf(w, "%s is a Kubernetes admission webhook server. Every flag can also be set in the --config file.\n\nFlags:\n", name)
+	var flags []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
+	sort.Slice(flags, func(i, j int) bool { return flags[i].Name < flags[j].Name })
+	for _, f := range flags {
+		def := ""
+		if f.DefValue != "" {
+			def = fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  --%s\n        %s%s\n", f.Name, f.Usage, def)
+	}
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

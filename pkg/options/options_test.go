@@ -1,0 +1,100 @@
+package options
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// listFlag is a repeatable flag, as later webhooks use for pins.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+type fakeComponent struct {
+	host  string
+	items listFlag
+}
+
+func (f *fakeComponent) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&f.host, "service-host", "", "host")
+	fs.Var(&f.items, "item", "repeatable")
+}
+func (f *fakeComponent) Validate() error { return nil }
+
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	return path
+}
+
+func TestParseDefaults(t *testing.T) {
+	s := NewServer()
+	require.NoError(t, Parse("svcguard", nil, &bytes.Buffer{}, s))
+	assert.Equal(t, ":9443", s.WebhookBindAddress)
+	assert.Equal(t, "/tmp/k8s-webhook-server/serving-certs", s.CertDir)
+	assert.Equal(t, ":8081", s.HealthProbeBindAddress)
+	assert.Equal(t, ":8080", s.MetricsBindAddress)
+}
+
+func TestConfigFileSetsFlagsAndCommandLineWins(t *testing.T) {
+	path := writeConfig(t, "metrics-bind-address: \"0\"\nwebhook-bind-address: \":9000\"\nservice-host: 10.1.1.1\nitem: [a, b]\nzap-log-level: debug\n")
+	s, c := NewServer(), &fakeComponent{}
+	require.NoError(t, Parse("svcguard", []string{"--config", path, "--webhook-bind-address=:9555"}, &bytes.Buffer{}, s, c))
+	assert.Equal(t, "0", s.MetricsBindAddress, "set by the file")
+	assert.Equal(t, ":9555", s.WebhookBindAddress, "the command line must win over the file")
+	assert.Equal(t, "10.1.1.1", c.host, "a component's flag is settable from the file")
+	assert.Equal(t, listFlag{"a", "b"}, c.items, "a list sets a repeatable flag once per element")
+}
+
+func TestParseErrorsAreOneLineNamingTheProblem(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    func(t *testing.T) []string
+		wantSub string
+	}{
+		{"unknown flag", func(*testing.T) []string { return []string{"--no-such-flag"} }, "no-such-flag"},
+		{"bad bind address", func(*testing.T) []string { return []string{"--webhook-bind-address=9443"} }, "--webhook-bind-address=\"9443\" is not host:port"},
+		{"port out of range", func(*testing.T) []string { return []string{"--health-probe-bind-address=:70000"} }, "not a number from 0 to 65535"},
+		{"unreadable config file", func(*testing.T) []string { return []string{"--config=/nonexistent/svcguard.yaml"} }, "cannot read config file"},
+		{"config file is not YAML", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "a: [b\n")} }, "is not valid YAML"},
+		{"config key is not a flag", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "servicehost: x\n")} }, "unknown setting \"servicehost\""},
+		{"config value invalid for its flag", func(t *testing.T) []string {
+			return []string{"--config", writeConfig(t, "zap-devel: maybe\n")}
+		}, "invalid value \"maybe\" for \"zap-devel\""},
+		{"config file is a list", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "- a\n")} }, "expected a mapping"},
+		{"stray argument", func(*testing.T) []string { return []string{"serve"} }, "unexpected argument \"serve\""},
+		{"empty cert dir", func(*testing.T) []string { return []string{"--cert-dir="} }, "--cert-dir is empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Parse("svcguard", tc.args(t), &bytes.Buffer{}, NewServer(), &fakeComponent{})
+			require.Error(t, err, "expected an error")
+			assert.Contains(t, err.Error(), tc.wantSub)
+			assert.NotContains(t, err.Error(), "\n", "the error must be one line")
+		})
+	}
+}
+
+func TestHelpPrintsEveryFlagAndReturnsErrHelp(t *testing.T) {
+	var out bytes.Buffer
+	err := Parse("svcguard", []string{"--help"}, &out, NewServer(), &fakeComponent{})
+	assert.ErrorIs(t, err, ErrHelp)
+	for _, name := range []string{"--config", "--webhook-bind-address", "--cert-dir", "--metrics-bind-address", "--kubeconfig", "--zap-log-level", "--service-host"} {
+		assert.Contains(t, out.String(), name, "usage must list %s", name)
+	}
+}
+
+func TestMetricsCanBeTurnedOff(t *testing.T) {
+	s := NewServer()
+	require.NoError(t, Parse("svcguard", []string{"--metrics-bind-address=0"}, &bytes.Buffer{}, s))
+	assert.Equal(t, "0", s.MetricsBindAddress)
+}

@@ -1,0 +1,80 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/svcguard/svcguard/pkg/metrics"
+)
+
+// instrumented wraps a webhook's handler with what every svcguard webhook
+// needs and none should write itself: the common metrics, one log line per
+// refused or failed request, and panic recovery into an HTTP 500 answer.
+type instrumented struct {
+	name    string
+	handler admission.Handler
+}
+
+// Handle implements admission.Handler.
+func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
+	start := time.Now()
+	logger := log.FromContext(ctx).WithValues("webhook", i.name, "uid", req.UID,
+		"kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation, "subResource", req.SubResource)
+
+	defer func() {
+		if r := recover(); r != nil {
+			metrics.AdmissionPanics.WithLabelValues(i.name).Inc()
+			logger.Error(fmt.Errorf("panic: %v", r), "webhook handler panicked; answered HTTP 500", "stack", string(debug.Stack()))
+			resp = admission.Errored(http.StatusInternalServerError,
+				fmt.Errorf("svcguard webhook %s failed internally on %s %s/%s (a bug: please report it with the svcguard logs)",
+					i.name, req.Kind.Kind, req.Namespace, req.Name))
+		}
+		decision := DecisionOf(resp)
+		metrics.ObserveAdmission(i.name, string(req.Operation), decision, time.Since(start))
+		switch decision {
+		case metrics.Error:
+			logger.Info("request could not be judged", "code", resultCode(resp), "reason", resultMessage(resp))
+		case metrics.Denied:
+			logger.Info("request denied", "reason", resultMessage(resp))
+		default:
+			logger.V(1).Info("request admitted", "decision", decision, "warnings", resp.Warnings)
+		}
+	}()
+	return i.handler.Handle(ctx, req)
+}
+
+// DecisionOf classifies a response for svcguard_admission_requests_total.
+// A refusal with HTTP code 403 (or none) is a denial by a rule; any other code
+// means the request could not be judged.
+func DecisionOf(resp admission.Response) metrics.Decision {
+	switch {
+	case resp.Allowed && (len(resp.Patches) > 0 || len(resp.Patch) > 0):
+		return metrics.Patched
+	case resp.Allowed:
+		return metrics.Allowed
+	case resultCode(resp) == 0 || resultCode(resp) == http.StatusForbidden:
+		return metrics.Denied
+	default:
+		return metrics.Error
+	}
+}
+
+func resultCode(resp admission.Response) int32 {
+	if resp.Result == nil {
+		return 0
+	}
+	return resp.Result.Code
+}
+
+func resultMessage(resp admission.Response) string {
+	if resp.Result == nil {
+		return ""
+	}
+	return resp.Result.Message
+}

@@ -1,0 +1,287 @@
+package servicehost
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/svcguard/svcguard/pkg/admissiontest"
+)
+
+const (
+	testHost = "10.0.0.1"
+	testPort = "6443"
+)
+
+func env(pairs ...string) []corev1.EnvVar {
+	var out []corev1.EnvVar
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, corev1.EnvVar{Name: pairs[i], Value: pairs[i+1]})
+	}
+	return out
+}
+
+// pod returns a Pod with one app container per env given (nil: no env).
+func pod(envs ...[]corev1.EnvVar) *corev1.Pod {
+	p := &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"},
+	}
+	for i, e := range envs {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c" + string(rune('0'+i)), Image: "app", Env: e})
+	}
+	return p
+}
+
+func withInit(p *corev1.Pod, sidecar bool) *corev1.Pod {
+	c := corev1.Container{Name: "init", Image: "init"}
+	if sidecar {
+		c.Name = "sidecar"
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+	}
+	p.Spec.InitContainers = append(p.Spec.InitContainers, c)
+	return p
+}
+
+func withEphemeral(p *corev1.Pod) *corev1.Pod {
+	p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"},
+	})
+	return p
+}
+
+func withLabel(p *corev1.Pod, k, v string) *corev1.Pod {
+	p.Labels = map[string]string{k: v}
+	return p
+}
+
+func podRequest(op admissionv1.Operation, subResource string, p *corev1.Pod) admissiontest.Request {
+	return admissiontest.Request{
+		Operation: op, Kind: admissiontest.PodKind, Resource: admissiontest.PodResource,
+		SubResource: subResource, Namespace: p.Namespace, Name: p.Name, Object: p,
+	}
+}
+
+// allEnvs returns the env of every container of p, keyed by container name.
+func allEnvs(p *corev1.Pod) map[string][]corev1.EnvVar {
+	out := map[string][]corev1.EnvVar{}
+	for _, c := range p.Spec.InitContainers {
+		out[c.Name] = c.Env
+	}
+	for _, c := range p.Spec.Containers {
+		out[c.Name] = c.Env
+	}
+	for _, c := range p.Spec.EphemeralContainers {
+		out[c.Name] = c.Env
+	}
+	return out
+}
+
+func TestHandler(t *testing.T) {
+	hostOnly := Injection{Host: testHost}
+	hostAndPort := Injection{Host: testHost, Port: testPort}
+	injected := env(HostVar, testHost)
+	injectedWithPort := env(HostVar, testHost, PortVar, testPort)
+
+	tests := []struct {
+		name      string
+		injection Injection
+		request   admissiontest.Request
+		// wantEnvs is the env of each container after the patch; nil: no patch expected.
+		wantEnvs     map[string][]corev1.EnvVar
+		wantOps      int
+		wantCode     int32 // non-zero: the request is refused with this code
+		wantInjected int
+	}{
+		{
+			name:      "create injects the host into every app container",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", pod(nil, env("A", "1"))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": injected, "c1": env("A", "1", HostVar, testHost)},
+			wantOps:   2, wantInjected: 2,
+		},
+		{
+			name:      "create injects init containers and native sidecars",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", withInit(withInit(pod(nil), false), true)),
+			wantEnvs:  map[string][]corev1.EnvVar{"init": injected, "sidecar": injected, "c0": injected},
+			wantOps:   3, wantInjected: 3,
+		},
+		{
+			name:      "create injects ephemeral containers present at creation",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", withEphemeral(pod(nil))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": injected, "debugger": injected},
+			wantOps:   2, wantInjected: 2,
+		},
+		{
+			name:      "port configured: both variables injected",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(nil)),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": injectedWithPort},
+			wantOps:   1, wantInjected: 1,
+		},
+		{
+			name:      "port not configured: the port variable is not injected",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", pod(env("X", "y"))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": env("X", "y", HostVar, testHost)},
+			wantOps:   1, wantInjected: 1,
+		},
+		{
+			name:      "a host the owner set is kept; the missing port is still added",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(env(HostVar, "owner.example"))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(HostVar, "owner.example", PortVar, testPort)},
+			wantOps:   1, wantInjected: 1,
+		},
+		{
+			name:      "a variable set from valueFrom counts as set by the owner",
+			injection: hostOnly,
+			request: podRequest(admissionv1.Create, "", pod([]corev1.EnvVar{{Name: HostVar, ValueFrom: &corev1.EnvVarSource{
+				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}})),
+		},
+		{
+			name:      "an entry referring to $(KUBERNETES_SERVICE_HOST) gets the injected variable defined before it",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", pod(env("A", "1", "URL", "https://$(KUBERNETES_SERVICE_HOST)", "B", "2"))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": env("A", "1", HostVar, testHost, "URL", "https://$(KUBERNETES_SERVICE_HOST)", "B", "2")},
+			// JSON patches diff arrays index by index: the entries after the
+			// insertion point are replaced, the last one re-added.
+			wantOps: 5, wantInjected: 1,
+		},
+		{
+			name:      "every container already sets the variables: allowed without a patch",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(injectedWithPort)),
+		},
+		{
+			name:      "opt-out label on the Pod: allowed without a patch",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", withLabel(pod(nil), OptOutLabel, OptOutValue)),
+		},
+		{
+			name:      "another value of the opt-out label does not opt out",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", withLabel(pod(nil), OptOutLabel, "enabled")),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": injected},
+			wantOps:   1, wantInjected: 1,
+		},
+		{
+			name:      "ephemeralcontainers update injects only the ephemeral containers",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Update, "ephemeralcontainers", withEphemeral(pod(nil))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": nil, "debugger": injected},
+			wantOps:   1, wantInjected: 1,
+		},
+		{
+			name:      "ephemeralcontainers update of an opted-out Pod: allowed without a patch",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Update, "ephemeralcontainers", withLabel(withEphemeral(pod(nil)), OptOutLabel, OptOutValue)),
+		},
+		{
+			name:      "a plain Pod update is not mutated (container env is immutable)",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Update, "", pod(nil)),
+		},
+		{
+			name:      "a status update is not mutated",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Update, "status", pod(nil)),
+		},
+		{
+			name:      "a request for another kind is refused with 400",
+			injection: hostOnly,
+			request: admissiontest.Request{Kind: admissiontest.ServiceKind, Resource: admissiontest.ServiceResource,
+				Object: &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}}},
+			wantCode: http.StatusBadRequest,
+		},
+		{
+			name:      "an undecodable body is refused with 400",
+			injection: hostOnly,
+			request: admissiontest.Request{Kind: admissiontest.PodKind, Resource: admissiontest.PodResource,
+				RawObject: []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"containers":"not-a-list"}}`)},
+			wantCode: http.StatusBadRequest,
+		},
+	}
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			injectedCount := 0
+			h := &Handler{Injection: tc.injection, Decoder: admissiontest.Decoder, OnInjected: func(n int) { injectedCount += n }}
+			req := tc.request.Build(t)
+			resp := h.Handle(context.Background(), req)
+
+			if tc.wantCode != 0 {
+				require.False(t, resp.Allowed, "expected the request to be refused, it was allowed")
+				require.NotNil(t, resp.Result)
+				assert.Equal(t, tc.wantCode, resp.Result.Code, "response code; message: %s", resp.Result.Message)
+				assert.NotEmpty(t, resp.Result.Message, "a refusal must say why")
+				return
+			}
+			require.True(t, resp.Allowed, "expected the request to be admitted, got: %s", admissiontest.Message(resp))
+			assert.Equal(t, tc.wantInjected, injectedCount, "containers reported as injected")
+			if tc.wantEnvs == nil {
+				assert.Empty(t, resp.Patches, "expected no patch")
+				return
+			}
+			assert.Len(t, resp.Patches, tc.wantOps, "patch operations: %v", resp.Patches)
+			var got corev1.Pod
+			admissiontest.Patched(t, req, resp, &got)
+			assert.Equal(t, tc.wantEnvs, allEnvs(&got), "env of each container after the patch")
+		})
+	}
+}
+
+// TestHandlerIsIdempotent proves that a second call on its own output changes
+// nothing, which makes reinvocationPolicy: IfNeeded safe.
+func TestHandlerIsIdempotent(t *testing.T) {
+	h := &Handler{Injection: Injection{Host: testHost, Port: testPort}, Decoder: admissiontest.Decoder}
+	first := podRequest(admissionv1.Create, "", withEphemeral(withInit(pod(nil, env("URL", "$(KUBERNETES_SERVICE_PORT)")), true)))
+	req := first.Build(t)
+	resp := h.Handle(context.Background(), req)
+	require.NotEmpty(t, resp.Patches, "the first call should inject")
+
+	var once corev1.Pod
+	admissiontest.Patched(t, req, resp, &once)
+	second := h.Handle(context.Background(), podRequest(admissionv1.Create, "", &once).Build(t))
+	assert.True(t, second.Allowed)
+	assert.Empty(t, second.Patches, "a second call on the patched Pod must not patch again")
+}
+
+// TestHandlerDryRunHasNoSideEffects proves a dry run gets the same patch but
+// is not counted as an injection.
+func TestHandlerDryRunHasNoSideEffects(t *testing.T) {
+	called := false
+	h := &Handler{Injection: Injection{Host: testHost}, Decoder: admissiontest.Decoder, OnInjected: func(int) { called = true }}
+	wet := podRequest(admissionv1.Create, "", pod(nil))
+	dry := wet
+	dry.DryRun = true
+
+	dryResp := h.Handle(context.Background(), dry.Build(t))
+	assert.False(t, called, "a dry run must not be counted")
+	wetResp := h.Handle(context.Background(), wet.Build(t))
+	assert.True(t, called, "a real request is counted")
+	assert.Equal(t, wetResp.Patches, dryResp.Patches, "a dry run must get the same patch")
+}
+
+// TestHandlerPatchIsMinimal proves the patch touches only env: decoding and
+// re-encoding a typed Pod adds defaults that must not leak into the patch.
+func TestHandlerPatchIsMinimal(t *testing.T) {
+	h := &Handler{Injection: Injection{Host: testHost}, Decoder: admissiontest.Decoder}
+	req := admissiontest.Request{Kind: admissiontest.PodKind, Resource: admissiontest.PodResource,
+		RawObject: []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"x"}]}}`)}
+	resp := h.Handle(context.Background(), req.Build(t))
+	require.Len(t, resp.Patches, 1, "patch: %v", resp.Patches)
+	assert.Equal(t, "add", resp.Patches[0].Operation)
+	assert.Equal(t, "/spec/containers/0/env", resp.Patches[0].Path)
+	assert.Equal(t, admission.Response{}.Patch, resp.Patch, "no raw patch besides the operations")
+}

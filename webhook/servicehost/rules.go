@@ -1,0 +1,128 @@
+// Package servicehost is the service-host webhook: it sets
+// KUBERNETES_SERVICE_HOST (and optionally KUBERNETES_SERVICE_PORT) in every
+// container of every Pod, so that in-cluster clients reach the API server at
+// the configured address instead of through the `kubernetes` Service
+// ClusterIP. An explicit `env` entry wins over the variables the kubelet
+// derives from Services, which is what makes this work.
+//
+// The package owns the domain end to end: the pure injection rules (this
+// file), the admission handler, and its registration and flags.
+package servicehost
+
+import (
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Names of the variables the webhook sets, as the kubelet and client-go's
+// rest.InClusterConfig know them.
+const (
+	HostVar = "KUBERNETES_SERVICE_HOST"
+	PortVar = "KUBERNETES_SERVICE_PORT"
+)
+
+// OptOutLabel on a Pod or its Namespace, with value OptOutValue, turns the
+// injection off for that Pod or every Pod of that Namespace.
+const (
+	OptOutLabel = "svcguard.io/service-host-injection"
+	OptOutValue = "disabled"
+)
+
+// Injection is the set of variables to inject. It is a pure value: applying
+// it touches only the Pod given, so the rules are tested with plain tables.
+type Injection struct {
+	// Host is the value of KUBERNETES_SERVICE_HOST; never empty.
+	Host string
+	// Port is the value of KUBERNETES_SERVICE_PORT; empty: not injected.
+	Port string
+}
+
+// vars lists the variables to set, in the order they are added.
+func (in Injection) vars() []corev1.EnvVar {
+	vars := []corev1.EnvVar{{Name: HostVar, Value: in.Host}}
+	if in.Port != "" {
+		vars = append(vars, corev1.EnvVar{Name: PortVar, Value: in.Port})
+	}
+	return vars
+}
+
+// OptedOut tells whether labels carry the opt-out label.
+func OptedOut(labels map[string]string) bool {
+	return labels[OptOutLabel] == OptOutValue
+}
+
+// ApplyToPod sets the variables in every container, init container (native
+// sidecars included) and ephemeral container of pod that does not set them
+// itself, and returns how many containers it changed.
+func (in Injection) ApplyToPod(pod *corev1.Pod) int {
+	changed := 0
+	for i := range pod.Spec.InitContainers {
+		changed += in.applyToEnv(&pod.Spec.InitContainers[i].Env)
+	}
+	for i := range pod.Spec.Containers {
+		changed += in.applyToEnv(&pod.Spec.Containers[i].Env)
+	}
+	return changed + in.ApplyToEphemeralContainers(pod)
+}
+
+// ApplyToEphemeralContainers sets the variables in the ephemeral containers
+// only. The pods/ephemeralcontainers subresource (kubectl debug) may change
+// nothing else: the API server rejects an update of that subresource that
+// touches any other container.
+func (in Injection) ApplyToEphemeralContainers(pod *corev1.Pod) int {
+	changed := 0
+	for i := range pod.Spec.EphemeralContainers {
+		changed += in.applyToEnv(&pod.Spec.EphemeralContainers[i].Env)
+	}
+	return changed
+}
+
+// applyToEnv adds each variable that env does not define yet and returns 1
+// when it added any. A variable the owner defines is left as it is, whatever
+// its value or source: the owner's choice wins.
+//
+// New entries go at the end, which keeps the JSON patch to one "add" per
+// container, unless an existing entry refers to one of the variables as
+// $(NAME): the kubelet expands such references only against entries defined
+// before them, so the variables go right before the first such entry.
+func (in Injection) applyToEnv(env *[]corev1.EnvVar) int {
+	var missing []corev1.EnvVar
+	for _, v := range in.vars() {
+		if !defines(*env, v.Name) {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) == 0 {
+		return 0
+	}
+	at := firstReference(*env, missing)
+	out := make([]corev1.EnvVar, 0, len(*env)+len(missing))
+	out = append(out, (*env)[:at]...)
+	out = append(out, missing...)
+	out = append(out, (*env)[at:]...)
+	*env = out
+	return 1
+}
+
+func defines(env []corev1.EnvVar, name string) bool {
+	for _, e := range env {
+		if e.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// firstReference returns the index of the first entry of env whose value
+// refers to one of vars as $(NAME), or len(env) when none does.
+func firstReference(env []corev1.EnvVar, vars []corev1.EnvVar) int {
+	for i, e := range env {
+		for _, v := range vars {
+			if strings.Contains(e.Value, "$("+v.Name+")") {
+				return i
+			}
+		}
+	}
+	return len(env)
+}
