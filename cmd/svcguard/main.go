@@ -1,5 +1,5 @@
 // Command svcguard is the svcguard admission webhook server. main only wires:
-// parse the options, build the server, register the enabled webhooks, run.
+// parse the options, build the server, register the webhooks, run.
 package main
 
 import (
@@ -34,9 +34,7 @@ func main() {
 	if err != nil {
 		exit(err)
 	}
-	if serviceHost.Enabled() {
-		srv.Register(serviceHost.Webhook(srv.Decoder()))
-	}
+	srv.Register(serviceHost.Webhook(srv.Decoder()))
 	if err := srv.Run(ctrl.SetupSignalHandler()); err != nil {
 		exit(err)
 	}

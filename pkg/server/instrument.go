@@ -24,8 +24,9 @@ type instrumented struct {
 // Handle implements admission.Handler.
 func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
 	start := time.Now()
-	logger := log.FromContext(ctx).WithValues("webhook", i.name, "uid", req.UID,
-		"kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "operation", req.Operation, "subResource", req.SubResource)
+	// controller-runtime's logger already names the object, user and request ID.
+	logger := log.FromContext(ctx).WithValues("webhook", i.name, "kind", req.Kind.Kind,
+		"operation", req.Operation, "subResource", req.SubResource)
 
 	defer func() {
 		if r := recover(); r != nil {

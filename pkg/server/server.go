@@ -45,6 +45,9 @@ type Webhook struct {
 	Path string
 	// Handler decides each request.
 	Handler admission.Handler
+	// Off marks a webhook whose settings turn it off: its handler admits
+	// everything unchanged, and the server says so at start.
+	Off bool
 }
 
 // Server is one svcguard replica: every registered webhook on one TLS
@@ -122,6 +125,10 @@ func New(opts *options.Server) (*Server, error) {
 // panic recovery.
 func (s *Server) Register(w Webhook) {
 	s.mgr.GetWebhookServer().Register(w.Path, &webhook.Admission{Handler: instrumented{name: w.Name, handler: w.Handler}})
+	if w.Off {
+		s.log.Info("webhook is off by its settings; it admits every request unchanged", "webhook", w.Name, "path", w.Path)
+		return
+	}
 	s.log.Info("webhook registered", "webhook", w.Name, "path", w.Path)
 }
 

@@ -1,6 +1,7 @@
 package servicehost
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -69,13 +70,17 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-// Enabled tells whether the webhook is to be served.
-func (o *Options) Enabled() bool {
-	return o.ServiceHost != ""
-}
-
-// Webhook builds the service-host webhook for the server to serve.
+// Webhook builds the service-host webhook for the server to serve. While
+// --service-host is empty it is off: it still answers on its path, admitting
+// every Pod unchanged, so that a registered configuration never meets a 404
+// (which failurePolicy: Fail would turn into refused Pods).
 func (o *Options) Webhook(decoder admission.Decoder) server.Webhook {
+	if o.ServiceHost == "" {
+		return server.Webhook{Name: Name, Path: Path, Off: true,
+			Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+				return admission.Allowed("service-host webhook is off: svcguard runs without --service-host")
+			})}
+	}
 	return server.Webhook{
 		Name: Name,
 		Path: Path,

@@ -1,0 +1,186 @@
+// Package testenv is the shared harness of svcguard's envtest suites: a real
+// kube-apiserver and etcd (built from Go modules by `make envtest`), svcguard's
+// webhook configurations from manifests/ registered against it with a
+// throwaway CA, and an in-process svcguard server serving them over real TLS.
+// The demo (hack/demo) and the end-to-end suite start their control plane
+// through it too, so there is one way to stand up a cluster here.
+package testenv
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Module is svcguard's Go module path; the harness finds the repository root
+// by it, so that suites can run from any package directory.
+const Module = "github.com/svcguard/svcguard"
+
+// Environment is a running control plane with svcguard's webhook
+// configurations registered, pointing at WebhookBindAddress.
+type Environment struct {
+	// Config reaches the API server as a cluster admin.
+	Config *rest.Config
+	// Client is a controller-runtime client on Config.
+	Client client.Client
+	// Kubeconfig is the path of a kubeconfig file for Config, for processes
+	// and for people (the demo prints it).
+	Kubeconfig string
+	// WebhookBindAddress is host:port where the API server sends admission
+	// requests: svcguard must serve there.
+	WebhookBindAddress string
+	// CertDir holds tls.crt and tls.key, signed by the CA that the registered
+	// configurations carry as caBundle.
+	CertDir string
+	// CAData is that CA's PEM certificate.
+	CAData []byte
+
+	env *envtest.Environment
+	dir string
+}
+
+// Options say what to register.
+type Options struct {
+	// WebhookManifests are files or directories, relative to the repository
+	// root, holding webhook configurations to register; default
+	// manifests/webhook.
+	WebhookManifests []string
+}
+
+// Start starts kube-apiserver and etcd and registers the webhook
+// configurations. The caller must Stop it.
+func Start(opts Options) (*Environment, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.WebhookManifests) == 0 {
+		opts.WebhookManifests = []string{"manifests/webhook"}
+	}
+	var paths []string
+	for _, p := range opts.WebhookManifests {
+		paths = append(paths, filepath.Join(root, p))
+	}
+
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join(root, "bin", "envtest")
+	}
+	for _, bin := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
+			return nil, fmt.Errorf("no %s in %s: run `make envtest` to build it from Go modules (or set KUBEBUILDER_ASSETS)", bin, assets)
+		}
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		Scheme:                scheme,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: paths, LocalServingHost: "127.0.0.1"},
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
+	}
+	e := &Environment{env: env, Config: cfg}
+	if err := e.finish(scheme); err != nil {
+		_ = e.Stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Environment) finish(scheme *runtime.Scheme) error {
+	var err error
+	if e.Client, err = client.New(e.Config, client.Options{Scheme: scheme}); err != nil {
+		return fmt.Errorf("building a client: %w", err)
+	}
+	if e.dir, err = os.MkdirTemp("", "svcguard-testenv-"); err != nil {
+		return err
+	}
+	user, err := e.env.AddUser(envtest.User{Name: "svcguard-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("creating an admin user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("writing a kubeconfig: %w", err)
+	}
+	e.Kubeconfig = filepath.Join(e.dir, "kubeconfig")
+	if err := os.WriteFile(e.Kubeconfig, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	w := e.env.WebhookInstallOptions
+	e.WebhookBindAddress = net.JoinHostPort(w.LocalServingHost, fmt.Sprint(w.LocalServingPort))
+	e.CertDir = w.LocalServingCertDir
+	e.CAData = w.LocalServingCAData
+	return nil
+}
+
+// Stop stops the control plane and removes every temporary file.
+func (e *Environment) Stop() error {
+	var errs []error
+	if e.env != nil {
+		errs = append(errs, e.env.Stop())
+	}
+	if e.dir != "" {
+		errs = append(errs, os.RemoveAll(e.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// WaitServing waits until a TLS handshake with the webhook address succeeds
+// with a certificate the registered CA trusts.
+func (e *Environment) WaitServing(ctx context.Context) error {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.CAData)
+	host, _, _ := net.SplitHostPort(e.WebhookBindAddress)
+	dialer := &tls.Dialer{Config: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}}
+	for {
+		conn, err := dialer.DialContext(ctx, "tcp", e.WebhookBindAddress)
+		if err == nil {
+			return conn.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("webhook listener %s never served TLS: %w", e.WebhookBindAddress, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// RepoRoot returns the root of the svcguard repository that holds the
+// working directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(string(data), "module "+Module+"\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("not inside the svcguard repository (no go.mod of module %s above the working directory)", Module)
+		}
+		dir = parent
+	}
+}

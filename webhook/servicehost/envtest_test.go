@@ -1,0 +1,119 @@
+package servicehost
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/svcguard/svcguard/pkg/server"
+	"github.com/svcguard/svcguard/pkg/testenv"
+)
+
+const (
+	suiteHost = "203.0.113.10"
+	suitePort = "6443"
+)
+
+var suite = &testenv.Suite{
+	Register: func(s *server.Server) {
+		opts := &Options{ServiceHost: suiteHost, ServicePort: suitePort}
+		s.Register(opts.Webhook(s.Decoder()))
+	},
+}
+
+func TestMain(m *testing.M) { suite.Main(m) }
+
+func newPod(namespace string, labels map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: "web-", Labels: labels},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{
+				{Name: "init", Image: "busybox"},
+				{Name: "sidecar", Image: "envoy", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)},
+			},
+			Containers: []corev1.Container{{Name: "app", Image: "nginx"}},
+		},
+	}
+}
+
+func wantInjected(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	for name, got := range allEnvs(pod) {
+		assert.Equal(t, env(HostVar, suiteHost, PortVar, suitePort), got, "env of container %q as stored by the API server", name)
+	}
+}
+
+func TestEnvtestPodIsStoredWithTheVariables(t *testing.T) {
+	te := suite.Env
+	pod := newPod(te.Namespace(t, nil), nil)
+	require.NoError(t, te.Client.Create(context.Background(), pod))
+
+	var stored corev1.Pod
+	require.NoError(t, te.Client.Get(context.Background(), client.ObjectKeyFromObject(pod), &stored))
+	require.Len(t, allEnvs(&stored), 3)
+	wantInjected(t, &stored)
+}
+
+func TestEnvtestOptedOutNamespaceIsNotInjected(t *testing.T) {
+	te := suite.Env
+	pod := newPod(te.Namespace(t, map[string]string{OptOutLabel: OptOutValue}), nil)
+	require.NoError(t, te.Client.Create(context.Background(), pod))
+	for name, e := range allEnvs(pod) {
+		assert.Empty(t, e, "container %q of a Pod in an opted-out namespace must not be injected", name)
+	}
+}
+
+func TestEnvtestOptedOutPodIsNotInjected(t *testing.T) {
+	te := suite.Env
+	pod := newPod(te.Namespace(t, nil), map[string]string{OptOutLabel: OptOutValue})
+	require.NoError(t, te.Client.Create(context.Background(), pod))
+	for name, e := range allEnvs(pod) {
+		assert.Empty(t, e, "container %q of an opted-out Pod must not be injected", name)
+	}
+}
+
+func TestEnvtestOwnValueIsKept(t *testing.T) {
+	te := suite.Env
+	pod := newPod(te.Namespace(t, nil), nil)
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: HostVar, Value: "my-proxy.example"}}
+	require.NoError(t, te.Client.Create(context.Background(), pod))
+	assert.Equal(t, []corev1.EnvVar{{Name: HostVar, Value: "my-proxy.example"}, {Name: PortVar, Value: suitePort}},
+		pod.Spec.Containers[0].Env, "the owner's KUBERNETES_SERVICE_HOST must win")
+}
+
+func TestEnvtestEphemeralContainerAddedThroughSubresourceIsInjected(t *testing.T) {
+	te := suite.Env
+	ctx := context.Background()
+	pod := newPod(te.Namespace(t, nil), nil)
+	require.NoError(t, te.Client.Create(ctx, pod))
+
+	clientset, err := kubernetes.NewForConfig(te.Config)
+	require.NoError(t, err)
+	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, corev1.EphemeralContainer{
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"},
+		TargetContainerName:      "app",
+	})
+	updated, err := clientset.CoreV1().Pods(pod.Namespace).UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{})
+	require.NoError(t, err, "kubectl debug's update of pods/ephemeralcontainers must be admitted")
+	require.Len(t, updated.Spec.EphemeralContainers, 1)
+	assert.Equal(t, env(HostVar, suiteHost, PortVar, suitePort), updated.Spec.EphemeralContainers[0].Env)
+	wantInjected(t, updated)
+}
+
+func TestEnvtestDryRunReturnsTheInjectionAndStoresNothing(t *testing.T) {
+	te := suite.Env
+	pod := newPod(te.Namespace(t, nil), nil)
+	pod.GenerateName, pod.Name = "", "dry"
+	require.NoError(t, te.Client.Create(context.Background(), pod, client.DryRunAll))
+	wantInjected(t, pod)
+	err := te.Client.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
+	assert.True(t, apierrors.IsNotFound(err), "a dry run must store nothing, got %v", err)
+}
