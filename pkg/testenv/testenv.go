@@ -165,6 +165,13 @@ func (e *Environment) WaitServing(ctx context.Context) error {
 	}
 }
 
+// tlsDial opens a TLS connection to addr without verifying the peer, to
+// look at what it serves.
+func tlsDial(addr string) (*tls.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+		&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) //nolint:gosec // inspection only
+}
+
 // RepoRoot returns the root of the svcguard repository that holds the
 // working directory.
 func RepoRoot() (string, error) {

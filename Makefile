@@ -1,0 +1,57 @@
+# svcguard. On a fresh machine, `make demo` runs it locally and `make test` runs every test suite;
+# both build what they need (the envtest binaries come from Go modules, see hack/tools/envtest).
+SHELL := /usr/bin/env bash -o pipefail
+
+# The API server and etcd the envtest suites, the e2e suite and the demo run. Bump with hack/tools/envtest/go.mod.
+KUBE_VERSION ?= v1.37.2
+ETCD_VERSION ?= v3.7.0
+ENVTEST_DIR  := bin/envtest
+ENVTEST_STAMP := $(ENVTEST_DIR)/.built-kube-$(KUBE_VERSION)-etcd-$(ETCD_VERSION)
+export KUBEBUILDER_ASSETS := $(abspath $(ENVTEST_DIR))
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/svcguard/svcguard/pkg/version.Version=$(VERSION) -X github.com/svcguard/svcguard/pkg/version.Commit=$(COMMIT)
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))) \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION)))
+
+TEST_FLAGS ?= -count=1 -timeout 20m
+
+.PHONY: all build envtest test bench demo lint clean help
+
+all: lint build test
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## Build bin/svcguard.
+	go build -ldflags "$(LDFLAGS)" -o bin/svcguard ./cmd/svcguard
+
+envtest: $(ENVTEST_STAMP) ## Build kube-apiserver and etcd from Go modules into bin/envtest (skipped when built).
+
+# About 10 minutes on 2 cores with a cold Go cache, seconds with a warm one.
+$(ENVTEST_STAMP): hack/tools/envtest/go.mod hack/tools/envtest/go.sum
+	@mkdir -p $(ENVTEST_DIR)
+	@echo "Building kube-apiserver $(KUBE_VERSION) and etcd $(ETCD_VERSION) from Go modules into $(ENVTEST_DIR)"
+	cd hack/tools/envtest && go build -ldflags "$(KUBE_LDFLAGS)" -o $(KUBEBUILDER_ASSETS)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	cd hack/tools/envtest && go build -o $(KUBEBUILDER_ASSETS)/etcd go.etcd.io/etcd/server/v3
+	@rm -f $(ENVTEST_DIR)/.built-*
+	@touch $@
+
+test: envtest ## Run every suite: unit, envtest (real kube-apiserver + etcd) and e2e (the real binary).
+	go test $(TEST_FLAGS) ./...
+
+bench: envtest ## Run the benchmarks (speed and memory figures live here, not in tests).
+	go test -run '^$$' -bench . -benchmem -count=1 ./...
+
+demo: envtest build ## Run svcguard locally against a local control plane; Ctrl-C stops and cleans up.
+	go run ./hack/demo --svcguard bin/svcguard
+
+lint: ## go vet and gofmt.
+	go vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+clean: ## Remove bin/ except the envtest binaries.
+	rm -f bin/svcguard

@@ -1,0 +1,191 @@
+// Package e2e runs the real svcguard binary, built from this tree, against a
+// real kube-apiserver and etcd, and checks what an operator sees: Pods come
+// back injected, probes and metrics answer, the certificate reloads, bad
+// settings fail in one line, SIGTERM stops cleanly, and `make demo` works.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svcguard/svcguard/pkg/testenv"
+)
+
+const (
+	serviceHost = "192.0.2.10"
+	servicePort = "6443"
+)
+
+var (
+	binary string
+	env    *testenv.Environment
+	proc   *testenv.Process
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "svcguard-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if binary, err = testenv.BuildBinary(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if env, err = testenv.Start(testenv.Options{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer env.Stop()
+	proc, err = env.StartBinary(context.Background(), binary, nil, "--service-host="+serviceHost, "--service-port="+servicePort)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if exit, err := proc.Terminate(30 * time.Second); err != nil || exit != 0 {
+		fmt.Fprintf(os.Stderr, "svcguard did not stop cleanly (exit %d, %v); output:\n%s\n", exit, err, proc.Output())
+		return 1
+	}
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "svcguard output:\n%s\n", proc.Output())
+	}
+	return code
+}
+
+func createPod(t *testing.T) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: env.Namespace(t, nil), Name: "app"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
+	}
+	require.NoError(t, env.Client.Create(context.Background(), pod))
+	return pod
+}
+
+func TestBinaryInjectsPodsCreatedThroughTheAPIServer(t *testing.T) {
+	pod := createPod(t)
+	assert.Equal(t, []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: serviceHost}, {Name: "KUBERNETES_SERVICE_PORT", Value: servicePort}},
+		pod.Spec.Containers[0].Env)
+}
+
+func TestBinaryServesLivenessAndReadiness(t *testing.T) {
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(proc.HealthURL + path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "%s answered %s", path, body)
+	}
+}
+
+func TestBinaryExportsAdmissionMetrics(t *testing.T) {
+	createPod(t)
+	text, err := proc.Metrics()
+	require.NoError(t, err)
+	for _, want := range []string{
+		`svcguard_admission_requests_total{decision="patched",operation="CREATE",webhook="service-host"}`,
+		`svcguard_admission_duration_seconds_bucket{webhook="service-host"`,
+		`svcguard_injected_containers_total `,
+		`controller_runtime_webhook_requests_total{code="200",webhook="/webhooks/service-host"}`,
+	} {
+		assert.Contains(t, text, want, "/metrics must export it")
+	}
+}
+
+func TestBinaryReloadsRotatedCertificateWithoutRestart(t *testing.T) {
+	certDir := t.TempDir()
+	first, err := testenv.WriteSelfSignedCert(certDir)
+	require.NoError(t, err)
+	addr, err := testenv.FreeAddress()
+	require.NoError(t, err)
+	// A second replica on its own address and cert dir, so the shared one keeps serving the other tests.
+	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--cert-dir="+certDir, "--service-host="+serviceHost)
+	require.NoError(t, err)
+	defer p.Terminate(30 * time.Second)
+
+	served, err := testenv.ServedSerial(addr)
+	require.NoError(t, err)
+	require.Equal(t, first, served, "the first certificate must be served")
+
+	second, err := testenv.WriteSelfSignedCert(certDir)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		served, err := testenv.ServedSerial(addr)
+		return err == nil && served.Cmp(second) == 0
+	}, 20*time.Second, 100*time.Millisecond, "the rotated certificate (serial %s) must be served without restart", second)
+	ok, body := p.Ready()
+	assert.True(t, ok, "still ready after rotation: %s", body)
+}
+
+func TestBinaryStopsCleanlyOnSIGTERM(t *testing.T) {
+	addr, err := testenv.FreeAddress()
+	require.NoError(t, err)
+	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr)
+	require.NoError(t, err)
+	code, err := p.Terminate(30 * time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 0, code, "exit code after SIGTERM; output:\n%s", p.Output())
+	assert.Contains(t, p.Output(), "stopped cleanly")
+}
+
+func TestBinaryRejectsBadSettingsWithOneLine(t *testing.T) {
+	badConfig := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(badConfig, []byte("service-hots: 10.0.0.1\n"), 0o600))
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--service-hots=1.2.3.4"}, "flag provided but not defined: -service-hots"},
+		{"bad port", []string{"--service-host=10.0.0.1", "--service-port=https"}, `--service-port="https" is not a port`},
+		{"bad host", []string{"--service-host=not a host"}, "neither an IP address nor a DNS name"},
+		{"unreadable config file", []string{"--config=/nonexistent.yaml"}, "cannot read config file"},
+		{"unknown key in config file", []string{"--config=" + badConfig}, `unknown setting "service-hots"`},
+		{"missing certificate", []string{"--cert-dir=/nonexistent", "--kubeconfig=" + env.Kubeconfig}, "cannot load the serving certificate from --cert-dir /nonexistent"},
+		{"invalid certificate", []string{"--cert-dir=" + invalidCertDir(t), "--kubeconfig=" + env.Kubeconfig}, "cannot load the serving certificate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command(binary, tc.args...).CombinedOutput()
+			var exitErr *exec.ExitError
+			require.ErrorAs(t, err, &exitErr, "svcguard %v must fail; output: %s", tc.args, out)
+			assert.NotEqual(t, 0, exitErr.ExitCode())
+			text := strings.TrimSpace(string(out))
+			assert.Contains(t, text, tc.want)
+			assert.Equal(t, 1, strings.Count(text, "\n")+1, "exactly one line expected, got:\n%s", text)
+			assert.NotContains(t, text, "goroutine", "no stack trace")
+		})
+	}
+}
+
+func invalidCertDir(t *testing.T) string {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tls.crt"), []byte("not a certificate"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tls.key"), []byte("not a key"), 0o600))
+	return dir
+}
+
+func TestBinaryPrintsVersion(t *testing.T) {
+	out, err := exec.Command(binary, "version").CombinedOutput()
+	require.NoError(t, err)
+	assert.Regexp(t, `^svcguard \S+ \(commit \S+, go1\.\d+`, string(out))
+}

@@ -1,0 +1,113 @@
+// Command demo runs svcguard's main job locally (`make demo`): a local
+// control plane (kube-apiserver + etcd built from Go modules), a throwaway CA
+// and serving certificate, the real svcguard binary with the shipped webhook
+// configuration registered, and a Pod that comes back injected. It then keeps
+// everything running for you to try more by hand until Ctrl-C, and cleans up
+// every process and temporary file.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/svcguard/svcguard/pkg/testenv"
+)
+
+func main() {
+	binary := flag.String("svcguard", "bin/svcguard", "svcguard binary to run")
+	host := flag.String("service-host", "192.0.2.10", "KUBERNETES_SERVICE_HOST to inject")
+	port := flag.String("service-port", "6443", "KUBERNETES_SERVICE_PORT to inject")
+	once := flag.Bool("once", false, "exit after showing the injected Pod instead of waiting for Ctrl-C (for tests)")
+	flag.Parse()
+	if err := run(*binary, *host, *port, *once); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(binary, host, port string, once bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	step("Starting a local control plane (kube-apiserver + etcd) and registering manifests/webhook with a throwaway CA")
+	env, err := testenv.Start(testenv.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Stopping the control plane and removing temporary files")
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo: cleanup:", err)
+		}
+	}()
+
+	logPath := filepath.Join(os.TempDir(), "svcguard-demo.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(logPath)
+	defer logFile.Close()
+
+	step(fmt.Sprintf("Starting %s --service-host=%s --service-port=%s (logs: %s)", binary, host, port, logPath))
+	proc, err := env.StartBinary(ctx, binary, logFile, "--service-host="+host, "--service-port="+port, "--zap-devel")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Stopping svcguard (SIGTERM)")
+		if code, err := proc.Terminate(30 * time.Second); err != nil || code != 0 {
+			fmt.Fprintf(os.Stderr, "demo: svcguard exit %d: %v\n", code, err)
+		}
+	}()
+
+	step("Creating Pod demo/app with an init container and an app container")
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}
+	if err := env.Client.Create(ctx, ns); err != nil {
+		return err
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "app"},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "migrate", Image: "busybox"}},
+			Containers:     []corev1.Container{{Name: "app", Image: "nginx"}},
+		},
+	}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		return fmt.Errorf("creating the Pod: %w", err)
+	}
+	fmt.Println("\nThe API server stored the Pod with these variables:")
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		for _, e := range c.Env {
+			fmt.Printf("  container %-8s %s=%s\n", c.Name, e.Name, e.Value)
+		}
+	}
+	if once {
+		return nil
+	}
+
+	fmt.Printf(`
+svcguard is running. Try more by hand:
+  export KUBECONFIG=%s
+  kubectl run test --image=nginx && kubectl get pod test -o jsonpath='{.spec.containers[0].env}'
+  kubectl label namespace demo svcguard.io/service-host-injection=disabled   # opt a namespace out
+  curl -s %s/metrics | grep svcguard_
+Press Ctrl-C to stop and clean up.
+`, env.Kubeconfig, proc.MetricsURL)
+	<-ctx.Done()
+	fmt.Println()
+	return nil
+}
+
+func step(msg string) {
+	fmt.Println("==> " + msg)
+}

@@ -1,0 +1,199 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Process is the real svcguard binary running against an Environment.
+type Process struct {
+	// HealthURL and MetricsURL are the base URLs of the probe and metrics
+	// endpoints ("http://127.0.0.1:PORT").
+	HealthURL, MetricsURL string
+
+	cmd    *exec.Cmd
+	output *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+// StartBinary runs binary as a subprocess serving the environment's webhook
+// address, with its probes and metrics on free loopback ports and args added,
+// and waits until /readyz answers 200. Its output goes to log (may be nil)
+// and is kept for Output.
+func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Writer, args ...string) (*Process, error) {
+	health, err := FreeAddress()
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := FreeAddress()
+	if err != nil {
+		return nil, err
+	}
+	all := append([]string{
+		"--webhook-bind-address=" + e.WebhookBindAddress,
+		"--cert-dir=" + e.CertDir,
+		"--kubeconfig=" + e.Kubeconfig,
+		"--health-probe-bind-address=" + health,
+		"--metrics-bind-address=" + metrics,
+	}, args...)
+	p, err := StartProcess(binary, log, all...)
+	if err != nil {
+		return nil, err
+	}
+	p.HealthURL, p.MetricsURL = "http://"+health, "http://"+metrics
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := p.WaitReady(waitCtx); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("%w; its output:\n%s", err, p.Output())
+	}
+	return p, nil
+}
+
+// StartProcess starts binary with args, keeping its combined output.
+func StartProcess(binary string, log io.Writer, args ...string) (*Process, error) {
+	out := &syncBuffer{}
+	var w io.Writer = out
+	if log != nil {
+		w = io.MultiWriter(out, log)
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", binary, err)
+	}
+	p := &Process{cmd: cmd, output: out, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// WaitReady polls /readyz until it answers 200.
+func (p *Process) WaitReady(ctx context.Context) error {
+	for {
+		if ok, _ := p.Ready(); ok {
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("svcguard exited before it was ready: %v", p.err)
+		case <-ctx.Done():
+			return fmt.Errorf("svcguard never became ready at %s/readyz", p.HealthURL)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Ready reports whether /readyz answers 200, and its body.
+func (p *Process) Ready() (bool, string) {
+	resp, err := http.Get(p.HealthURL + "/readyz")
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == http.StatusOK, string(body)
+}
+
+// Metrics returns the text of /metrics.
+func (p *Process) Metrics() (string, error) {
+	resp, err := http.Get(p.MetricsURL + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+// Terminate sends SIGTERM and waits up to timeout for the exit; it returns
+// the exit code, or an error when the process did not exit in time.
+func (p *Process) Terminate(timeout time.Duration) (int, error) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	return p.Wait(timeout)
+}
+
+// Wait waits up to timeout for the process to exit and returns its code.
+func (p *Process) Wait(timeout time.Duration) (int, error) {
+	select {
+	case <-p.exited:
+		var exitErr *exec.ExitError
+		if errors.As(p.err, &exitErr) {
+			return exitErr.ExitCode(), nil
+		}
+		if p.err != nil {
+			return -1, p.err
+		}
+		return 0, nil
+	case <-time.After(timeout):
+		p.Kill()
+		return -1, fmt.Errorf("svcguard did not exit within %s", timeout)
+	}
+}
+
+// Kill stops the process at once.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// Output returns everything the process printed so far.
+func (p *Process) Output() string {
+	return p.output.String()
+}
+
+// FreeAddress returns a loopback host:port that was free a moment ago.
+func FreeAddress() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// BuildBinary builds cmd/svcguard into dir and returns its path.
+func BuildBinary(dir string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	out := dir + "/svcguard"
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/svcguard")
+	cmd.Dir = root
+	cmd.Env = os.Environ()
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/svcguard: %w\n%s", err, msg)
+	}
+	return out, nil
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
