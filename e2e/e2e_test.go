@@ -189,3 +189,27 @@ func TestBinaryPrintsVersion(t *testing.T) {
 	require.NoError(t, err)
 	assert.Regexp(t, `^svcguard \S+ \(commit \S+, go1\.\d+`, string(out))
 }
+
+// TestDemoShowsAnInjectedPod runs `make demo`'s program non-interactively and
+// checks it prints what the README promises.
+func TestDemoShowsAnInjectedPod(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	require.NoError(t, err)
+	demo := filepath.Join(t.TempDir(), "demo")
+	build := exec.Command("go", "build", "-o", demo, "./hack/demo")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "building hack/demo: %s", out)
+
+	cmd := exec.Command(demo, "--svcguard", binary, "--once")
+	cmd.Dir = root
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, "demo output:\n%s", out)
+	for _, want := range []string{
+		"container migrate  KUBERNETES_SERVICE_HOST=192.0.2.10",
+		"container app      KUBERNETES_SERVICE_PORT=6443",
+		"Stopping the control plane and removing temporary files",
+	} {
+		assert.Contains(t, string(out), want)
+	}
+}

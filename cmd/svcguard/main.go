@@ -21,8 +21,7 @@ func main() {
 		return
 	}
 
-	serverOpts := options.NewServer()
-	serviceHost := &servicehost.Options{}
+	serverOpts, serviceHost := options.NewServer(), &servicehost.Options{}
 	if err := options.Parse("svcguard", os.Args[1:], os.Stdout, serverOpts, serviceHost); err != nil {
 		if errors.Is(err, options.ErrHelp) {
 			return
