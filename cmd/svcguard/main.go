@@ -12,6 +12,7 @@ import (
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/server"
 	"github.com/svcguard/svcguard/pkg/version"
+	"github.com/svcguard/svcguard/webhook/nodeport"
 	"github.com/svcguard/svcguard/webhook/servicehost"
 )
 
@@ -21,8 +22,8 @@ func main() {
 		return
 	}
 
-	serverOpts, serviceHost := options.NewServer(), &servicehost.Options{}
-	if err := options.Parse("svcguard", os.Args[1:], os.Stdout, serverOpts, serviceHost); err != nil {
+	serverOpts, serviceHost, nodePorts := options.NewServer(), &servicehost.Options{}, nodeport.NewOptions()
+	if err := options.Parse("svcguard", os.Args[1:], os.Stdout, serverOpts, serviceHost, nodePorts); err != nil {
 		if errors.Is(err, options.ErrHelp) {
 			return
 		}
@@ -34,6 +35,11 @@ func main() {
 		exit(err)
 	}
 	srv.Register(serviceHost.Webhook(srv.Decoder()))
+	guard, err := nodePorts.Webhook(srv.Manager(), srv.Decoder())
+	if err != nil {
+		exit(err)
+	}
+	srv.Register(guard)
 	if err := srv.Run(ctrl.SetupSignalHandler()); err != nil {
 		exit(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/svcguard/svcguard/pkg/options"
+	"github.com/svcguard/svcguard/webhook/nodeport"
 	"github.com/svcguard/svcguard/webhook/servicehost"
 )
 
@@ -35,7 +36,7 @@ func TestManifestDeploymentArgsAndConfigAreValidSettings(t *testing.T) {
 			args[i] = "--config=" + filepath.Join("..", "..", "manifests", "config.yaml")
 		}
 	}
-	err := options.Parse("svcguard", args, &bytes.Buffer{}, options.NewServer(), &servicehost.Options{})
+	err := options.Parse("svcguard", args, &bytes.Buffer{}, options.NewServer(), &servicehost.Options{}, nodeport.NewOptions())
 	assert.NoError(t, err, "the Deployment's args %v with manifests/config.yaml must be valid", args)
 }
 
@@ -46,4 +47,13 @@ func TestManifestWebhookPointsAtTheServedPath(t *testing.T) {
 	readManifest(t, "webhook/mutating.yaml", &mwc)
 	require.Len(t, mwc.Webhooks, 1)
 	assert.Equal(t, servicehost.Path, *mwc.Webhooks[0].ClientConfig.Service.Path)
+}
+
+// TestManifestNodePortGuardPointsAtTheServedPath proves the validating
+// webhook's registered path is the one the guard serves.
+func TestManifestNodePortGuardPointsAtTheServedPath(t *testing.T) {
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	readManifest(t, "webhook/validating.yaml", &vwc)
+	require.Len(t, vwc.Webhooks, 1)
+	assert.Equal(t, nodeport.Path, *vwc.Webhooks[0].ClientConfig.Service.Path)
 }

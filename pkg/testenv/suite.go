@@ -19,7 +19,7 @@ type Suite struct {
 	// Options say what to register in the API server.
 	Options Options
 	// Register adds the webhooks under test to the server.
-	Register func(*server.Server)
+	Register func(*server.Server) error
 	// Env is the running environment while the tests run.
 	Env *Environment
 }
@@ -75,12 +75,14 @@ func (e *Environment) ServerOptions() *options.Server {
 // Serve runs a svcguard server in this process with the webhooks that
 // register adds, until ctx ends; it returns once the listener serves. The
 // channel yields the server's exit error.
-func (e *Environment) Serve(ctx context.Context, register func(*server.Server)) (<-chan error, error) {
+func (e *Environment) Serve(ctx context.Context, register func(*server.Server) error) (<-chan error, error) {
 	srv, err := server.New(e.ServerOptions())
 	if err != nil {
 		return nil, err
 	}
-	register(srv)
+	if err := register(srv); err != nil {
+		return nil, err
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 

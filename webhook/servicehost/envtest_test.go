@@ -23,9 +23,11 @@ const (
 )
 
 var suite = &testenv.Suite{
-	Register: func(s *server.Server) {
+	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/mutating.yaml"}},
+	Register: func(s *server.Server) error {
 		opts := &Options{ServiceHost: suiteHost, ServicePort: suitePort}
 		s.Register(opts.Webhook(s.Decoder()))
+		return nil
 	},
 }
 

@@ -1,0 +1,143 @@
+package nodeport
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// indexerView is a View over plain indexers filled through the real
+// transforms: what the informers hold, without an API server.
+type indexerView struct {
+	pods, services cache.Indexer
+}
+
+func newIndexerView() (*indexerView, *transforms) {
+	return &indexerView{
+		pods:     cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, podIndexers()),
+		services: cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, serviceIndexers()),
+	}, &transforms{nodePorts: Range{30000, 32767}}
+}
+
+func (v *indexerView) caches() *Caches {
+	return &Caches{pods: fakeInformer{v.pods}, services: fakeInformer{v.services}}
+}
+
+// fakeInformer gives Caches an indexer that is already synced.
+type fakeInformer struct{ cache.Indexer }
+
+func (f fakeInformer) GetIndexer() cache.Indexer { return f.Indexer }
+func (f fakeInformer) HasSynced() bool           { return true }
+
+func syntheticPod(i int, hostPort int32) *corev1.Pod {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("team-%d", i%200), Name: fmt.Sprintf("app-%d-7f9c8d6b5-x%05d", i%1000, i),
+			Labels: map[string]string{"app": "web", "pod-template-hash": "7f9c8d6b5"}, UID: "0b5c6f1e-2d3a-4b7c-9e8f-0a1b2c3d4e5f"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1.2.3",
+			Ports: []corev1.ContainerPort{{ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
+			Env:   []corev1.EnvVar{{Name: "A", Value: "b"}}}}},
+	}
+	if hostPort != 0 {
+		pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: 9100, HostPort: hostPort, Protocol: corev1.ProtocolTCP})
+	}
+	return pod
+}
+
+func syntheticService(i int) *corev1.Service {
+	svc := service(fmt.Sprintf("team-%d", i%200), fmt.Sprintf("svc-%d", i), port("http", 80, int32(30000+i%2700)), port("https", 443, 0))
+	if i%100 == 0 {
+		svc.Annotations = map[string]string{PinAnnotation: fmt.Sprintf("http=%d", 30000+i%2700)}
+	}
+	return svc
+}
+
+func add(t testing.TB, idx cache.Indexer, transform cache.TransformFunc, obj any) {
+	slim, err := transform(obj)
+	require.NoError(t, err)
+	require.NoError(t, idx.Add(slim))
+}
+
+func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
+	v, tr := newIndexerView()
+	add(t, v.pods, tr.pod, syntheticPod(1, 31000))
+	add(t, v.pods, tr.pod, syntheticPod(2, 8080)) // a hostPort outside the range is not kept
+	add(t, v.pods, tr.pod, syntheticPod(3, 0))
+	pinned := service("b", "db", annotate(PinAnnotation, "pg=31500"), port("pg", 5432, 31500))
+	add(t, v.services, tr.service, pinned)
+	c := v.caches()
+
+	assert.Equal(t, []string{"team-1/app-1-7f9c8d6b5-x00001"}, c.HostPortPods(31000, corev1.ProtocolTCP))
+	assert.Empty(t, c.HostPortPods(31000, corev1.ProtocolUDP), "another protocol does not collide")
+	assert.Empty(t, c.HostPortPods(8080, corev1.ProtocolTCP), "hostPorts outside the range are not cached")
+	assert.Equal(t, []PortRef{{Namespace: "b", Name: "db", Port: "pg"}}, c.AnnotationPins(31500))
+
+	slim, _, _ := v.pods.GetByKey("team-3/app-3-7f9c8d6b5-x00003")
+	assert.Equal(t, &slimPod{namespace: "team-3", name: "app-3-7f9c8d6b5-x00003"}, slim, "a Pod keeps its key and nothing else")
+
+	// The guard judges through the cache view exactly as through any View.
+	v2 := testGuard().Judge(Review{New: service("x", "y", port("p", 1, 31500)), View: c})
+	assert.Contains(t, v2.Denials[0], "31500 is pinned to b/db:pg")
+
+	require.NoError(t, v.pods.Delete(slim))
+	_, exists, _ := v.pods.GetByKey("team-3/app-3-7f9c8d6b5-x00003")
+	assert.False(t, exists, "a deleted Pod is removed by its slim key")
+}
+
+func heapAfterGC() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkCacheMemory feeds 100k synthetic Pods (1% with a hostPort in the
+// range) and 10k Services (1% pinned by annotation) through the real
+// transforms and indexers, and reports the heap they hold.
+func BenchmarkCacheMemory(b *testing.B) {
+	const pods, services = 100_000, 10_000
+	for i := 0; i < b.N; i++ {
+		before := heapAfterGC()
+		v, tr := newIndexerView()
+		for p := 0; p < pods; p++ {
+			hostPort := int32(0)
+			if p%100 == 0 {
+				hostPort = int32(30000 + p%2700)
+			}
+			add(b, v.pods, tr.pod, syntheticPod(p, hostPort))
+		}
+		podHeap := heapAfterGC() - before
+		for s := 0; s < services; s++ {
+			add(b, v.services, tr.service, syntheticService(s))
+		}
+		total := heapAfterGC() - before
+		b.ReportMetric(float64(podHeap)/pods, "B/pod")
+		b.ReportMetric(float64(total-podHeap)/services, "B/service")
+		b.ReportMetric(float64(total)/(1<<20), "MiB-total")
+		runtime.KeepAlive(v)
+	}
+}
+
+// BenchmarkJudgeWithCaches measures one decision against caches of 100k
+// Pods and 10k Services: it must not grow with the cluster.
+func BenchmarkJudgeWithCaches(b *testing.B) {
+	v, tr := newIndexerView()
+	for p := 0; p < 100_000; p++ {
+		add(b, v.pods, tr.pod, syntheticPod(p, int32(30000+p%2700)))
+	}
+	for s := 0; s < 10_000; s++ {
+		add(b, v.services, tr.service, syntheticService(s))
+	}
+	g, c := testGuard(), v.caches()
+	old, upd := gw(port("tcp", 443, 30445)), gw(port("tcp", 443, 30194))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		g.Judge(Review{Old: old, New: upd, View: c})
+	}
+}

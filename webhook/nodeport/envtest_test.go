@@ -1,0 +1,196 @@
+package nodeport
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/svcguard/svcguard/pkg/server"
+	"github.com/svcguard/svcguard/pkg/testenv"
+)
+
+var suite = &testenv.Suite{
+	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/validating.yaml"}},
+	Register: func(s *server.Server) error {
+		opts := NewOptions()
+		opts.PinnedNodePorts = []string{"istio-ingress/istio-ingressgateway:tcp=30445"}
+		if err := opts.Validate(); err != nil {
+			return err
+		}
+		wh, err := opts.Webhook(s.Manager(), s.Decoder())
+		if err != nil {
+			return err
+		}
+		s.Register(wh)
+		return nil
+	},
+}
+
+func TestMain(m *testing.M) { suite.Main(m) }
+
+// warnings collects the HTTP Warning headers the API server passes on.
+type warnings struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen = append(w.seen, text)
+}
+
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.seen
+	w.seen = nil
+	return out
+}
+
+func clientWithWarnings(t *testing.T) (kubernetes.Interface, *warnings) {
+	w := &warnings{}
+	cfg := rest.CopyConfig(suite.Env.Config)
+	cfg.WarningHandler = w
+	c, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	return c, w
+}
+
+func nodePortService(ns, name, portName string, nodePort int32) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Name: portName, Port: 443, Protocol: corev1.ProtocolTCP, NodePort: nodePort}}},
+	}
+}
+
+// update gets the Service, lets change modify it and updates it.
+func update(ctx context.Context, c kubernetes.Interface, ns, name string, dryRun bool, change func(*corev1.Service)) (*corev1.Service, error) {
+	svc, err := c.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	change(svc)
+	opts := metav1.UpdateOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return c.CoreV1().Services(ns).Update(ctx, svc, opts)
+}
+
+func setNodePort(n int32) func(*corev1.Service) {
+	return func(s *corev1.Service) { s.Spec.Ports[0].NodePort = n }
+}
+
+// TestEnvtestReplaysTheIncident replays the istio-ingressgateway incident
+// through the real API server, step by step.
+func TestEnvtestReplaysTheIncident(t *testing.T) {
+	ctx := context.Background()
+	c, w := clientWithWarnings(t)
+	const ns, name = "istio-ingress", "istio-ingressgateway"
+	_, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	other := suite.Env.Namespace(t, nil)
+
+	t.Run("a second Service asking for the pinned 30445 while it is free is denied", func(t *testing.T) {
+		_, err := c.CoreV1().Services(other).Create(ctx, nodePortService(other, "intruder", "http", 30445), metav1.CreateOptions{})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `denied the request: `+other+`/intruder: port "http" nodePort 30445 denied: 30445 is pinned to istio-ingress/istio-ingressgateway:tcp`)
+	})
+
+	t.Run("the gateway takes its pinned nodePort", func(t *testing.T) {
+		_, err := c.CoreV1().Services(ns).Create(ctx, nodePortService(ns, name, "tcp", 30445), metav1.CreateOptions{})
+		require.NoError(t, err)
+	})
+
+	t.Run("the API server's own 'already allocated' error is untouched", func(t *testing.T) {
+		_, err := c.CoreV1().Services(other).Create(ctx, nodePortService(other, "late", "http", 30445), metav1.CreateOptions{})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "provided port is already allocated")
+		assert.NotContains(t, err.Error(), "svcguard")
+	})
+
+	t.Run("moving 30445 to 30194 is denied with the full explanation and nothing is stored", func(t *testing.T) {
+		want := `istio-ingress/istio-ingressgateway: port "tcp" nodePort 30445 -> 30194 denied: 30445 is correctly allocated ` +
+			`(in range 30000-32767, not reserved, pinned to this port, no hostPort); set annotation svcguard.io/allow-node-port-reassignment=true to force`
+		// Until the caches are synced the denial says "hostPorts not checked yet"; wait for the full one.
+		require.Eventually(t, func() bool {
+			_, err := update(ctx, c, ns, name, true, setNodePort(30194))
+			return err != nil && strings.Contains(err.Error(), want)
+		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
+		_, err := update(ctx, c, ns, name, false, setNodePort(30194))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), want)
+		stored, err := c.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.EqualValues(t, 30445, stored.Spec.Ports[0].NodePort, "the stored Service keeps its nodePort")
+	})
+
+	t.Run("renaming the port without a nodePort, which makes the API server re-allocate, is denied", func(t *testing.T) {
+		_, err := update(ctx, c, ns, name, false, func(s *corev1.Service) { s.Spec.Ports[0].Name, s.Spec.Ports[0].NodePort = "https", 0 })
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `port "https" nodePort 30445 -> `)
+	})
+
+	t.Run("an update that merely omits the nodePort keeps 30445 and is allowed", func(t *testing.T) {
+		updated, err := update(ctx, c, ns, name, false, setNodePort(0))
+		require.NoError(t, err)
+		assert.EqualValues(t, 30445, updated.Spec.Ports[0].NodePort)
+		assert.Empty(t, w.take(), "no warning for an unchanged nodePort")
+	})
+
+	t.Run("the same move with the override annotation succeeds with a warning", func(t *testing.T) {
+		updated, err := update(ctx, c, ns, name, false, func(s *corev1.Service) {
+			s.Annotations = map[string]string{AllowAnnotation: "true"}
+			s.Spec.Ports[0].NodePort = 30194
+		})
+		require.NoError(t, err)
+		assert.EqualValues(t, 30194, updated.Spec.Ports[0].NodePort)
+		assert.Contains(t, strings.Join(w.take(), "\n"), "forced by annotation svcguard.io/allow-node-port-reassignment")
+	})
+
+	t.Run("changing the type to ClusterIP is allowed with a warning naming the released nodePort", func(t *testing.T) {
+		updated, err := update(ctx, c, ns, name, false, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeClusterIP })
+		require.NoError(t, err)
+		assert.EqualValues(t, 0, updated.Spec.Ports[0].NodePort)
+		assert.Contains(t, w.take(), "svcguard: istio-ingress/istio-ingressgateway releases nodePort 30194")
+	})
+}
+
+// TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff proves rule 5
+// through the real API server and the Pod cache.
+func TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff(t *testing.T) {
+	ctx := context.Background()
+	c, w := clientWithWarnings(t)
+	ns := suite.Env.Namespace(t, nil)
+	_, err := c.CoreV1().Services(ns).Create(ctx, nodePortService(ns, "metrics", "http", 31777), metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = c.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-exporter"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "exporter", Image: "node-exporter",
+			Ports: []corev1.ContainerPort{{ContainerPort: 9100, HostPort: 31777, Protocol: corev1.ProtocolTCP}}}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	// The Pod reaches the cache through a watch: wait until a dry run sees it.
+	require.Eventually(t, func() bool {
+		_, err := update(ctx, c, ns, "metrics", true, setNodePort(31778))
+		return err == nil
+	}, 30*time.Second, 200*time.Millisecond, "moving a nodePort off a Pod's hostPort must become allowed")
+	w.take()
+	updated, err := update(ctx, c, ns, "metrics", false, setNodePort(31778))
+	require.NoError(t, err)
+	assert.EqualValues(t, 31778, updated.Spec.Ports[0].NodePort)
+	// The namespace's long generated name makes the warning reach its 120-character cut.
+	assert.Contains(t, strings.Join(w.take(), "\n"), `port "http" nodePort 31777 -> 31778 allowed: 31777 was hostPort of Pod `)
+}

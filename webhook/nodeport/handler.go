@@ -1,0 +1,59 @@
+package nodeport
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+// Handler answers the node-port guard's admission requests: decode the old
+// and new Service, judge them with the Guard, respond.
+type Handler struct {
+	// Guard holds the rules' settings.
+	Guard *Guard
+	// View is the cluster as cached.
+	View View
+	// Decoder decodes the Services from the request.
+	Decoder admission.Decoder
+	// OnDenied is told of each denied request that moved a correctly
+	// allocated nodePort; not called for dry runs.
+	OnDenied func()
+}
+
+// Handle implements admission.Handler.
+func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
+	if req.Kind.Group != "" || req.Kind.Kind != "Service" {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf(
+			"node-port guard received a %s %q, but only handles Services: check the rules of the ValidatingWebhookConfiguration",
+			req.Kind.Kind, req.Resource.Resource))
+	}
+	if req.SubResource != "" || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
+		return admission.Allowed("node-port guard: nothing to judge")
+	}
+
+	review := Review{User: req.UserInfo.Username, Groups: req.UserInfo.Groups, View: h.View, New: &corev1.Service{}}
+	if err := h.Decoder.DecodeRaw(req.Object, review.New); err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("node-port guard cannot decode the Service in the request: %w", err))
+	}
+	if req.Operation == admissionv1.Update {
+		review.Old = &corev1.Service{}
+		if err := h.Decoder.DecodeRaw(req.OldObject, review.Old); err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("node-port guard cannot decode the stored Service in the request: %w", err))
+		}
+	}
+
+	verdict := h.Guard.Judge(review)
+	if verdict.Allowed() {
+		return admission.Allowed("").WithWarnings(verdict.Warnings...)
+	}
+	if h.OnDenied != nil && !ptr.Deref(req.DryRun, false) && verdict.ReassignmentDenied {
+		h.OnDenied()
+	}
+	return admission.Denied(strings.Join(verdict.Denials, "; ")).WithWarnings(verdict.Warnings...)
+}

@@ -1,0 +1,260 @@
+// Package nodeport is the node-port guard: a validating webhook that denies
+// Service changes that would move a correctly allocated nodePort, and claims on
+// a nodePort that belongs to someone else (pinned to another port, or reserved).
+//
+// It exists because of a real incident: a controller that "repaired" nodePort
+// conflicts moved an ingress gateway's correctly allocated nodePort 30445 to
+// 30194, could not move it back once 30445 was taken, and a zone lost its
+// ingress. The guard stops the first step.
+//
+// The package owns the domain end to end: the value types and parsing (this
+// file), the pure rules (rules.go), the caches that feed rules 3 and 5
+// (cache.go), the admission handler and its registration.
+package nodeport
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Annotations a Service carries for the guard.
+const (
+	// PinAnnotation pins ports of the Service to nodePorts: "PORT=NODEPORT,...",
+	// PORT being the port's name (or its number, for an unnamed port).
+	PinAnnotation = "svcguard.io/pinned-node-ports"
+	// AllowAnnotation set to "true" on the new object forces a change the
+	// guard would deny.
+	AllowAnnotation = "svcguard.io/allow-node-port-reassignment"
+)
+
+// PortRef names one port of one Service.
+type PortRef struct {
+	Namespace, Name string
+	// Port is the port's name, or its number for an unnamed port.
+	Port string
+}
+
+// String is "namespace/name:port".
+func (r PortRef) String() string {
+	return fmt.Sprintf("%s/%s:%s", r.Namespace, r.Name, r.Port)
+}
+
+// sameService tells whether r and o are ports of the same Service.
+func (r PortRef) sameService(o PortRef) bool {
+	return r.Namespace == o.Namespace && r.Name == o.Name
+}
+
+// portKey is how pins and matching name a ServicePort.
+func portKey(p corev1.ServicePort) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return strconv.Itoa(int(p.Port))
+}
+
+// portLabel is how messages name a ServicePort.
+func portLabel(p corev1.ServicePort) string {
+	if p.Name != "" {
+		return strconv.Quote(p.Name)
+	}
+	return fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+}
+
+// Range is an inclusive range of ports.
+type Range struct {
+	First, Last int32
+}
+
+// ParseRange parses "30000-32767" or a single port "30080".
+func ParseRange(s string) (Range, error) {
+	first, last, isRange := strings.Cut(strings.TrimSpace(s), "-")
+	lo, err := parseNodePort(first)
+	if err != nil {
+		return Range{}, err
+	}
+	hi := lo
+	if isRange {
+		if hi, err = parseNodePort(last); err != nil {
+			return Range{}, err
+		}
+	}
+	if hi < lo {
+		return Range{}, fmt.Errorf("range %q ends before it starts", s)
+	}
+	return Range{First: lo, Last: hi}, nil
+}
+
+func parseNodePort(s string) (int32, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 32)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%q is not a port from 1 to 65535", s)
+	}
+	return int32(n), nil
+}
+
+// Contains tells whether p lies in the range.
+func (r Range) Contains(p int32) bool {
+	return p >= r.First && p <= r.Last
+}
+
+// String is "first-last".
+func (r Range) String() string {
+	if r.First == r.Last {
+		return strconv.Itoa(int(r.First))
+	}
+	return fmt.Sprintf("%d-%d", r.First, r.Last)
+}
+
+// StaticBandLast is the last port of the range's static band: the API
+// server's allocator (KEP-3668) prefers the ports above it for random
+// allocation and leaves the first min(max(16, size/32), 128) ports for
+// explicit choices, so pins belong there.
+func (r Range) StaticBandLast() int32 {
+	size := r.Last - r.First + 1
+	band := min(max(16, size/32), 128, size)
+	return r.First + band - 1
+}
+
+// PortSet is a set of ports given as ports and ranges.
+type PortSet []Range
+
+// Contains tells whether p is in the set.
+func (s PortSet) Contains(p int32) bool {
+	for _, r := range s {
+		if r.Contains(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Pins maps ports to their pinned nodePorts and back.
+type Pins struct {
+	byPort     map[PortRef]int32
+	byNodePort map[int32][]PortRef
+}
+
+// Add pins ref to nodePort.
+func (p *Pins) Add(ref PortRef, nodePort int32) {
+	if p.byPort == nil {
+		p.byPort, p.byNodePort = map[PortRef]int32{}, map[int32][]PortRef{}
+	}
+	p.byPort[ref] = nodePort
+	p.byNodePort[nodePort] = append(p.byNodePort[nodePort], ref)
+}
+
+// Of returns the nodePort ref is pinned to.
+func (p Pins) Of(ref PortRef) (int32, bool) {
+	n, ok := p.byPort[ref]
+	return n, ok
+}
+
+// Owners returns the ports pinned to nodePort.
+func (p Pins) Owners(nodePort int32) []PortRef {
+	return p.byNodePort[nodePort]
+}
+
+// All returns every pin, sorted by port.
+func (p Pins) All() map[PortRef]int32 {
+	return p.byPort
+}
+
+// ParsePinFlag parses one --pinned-node-ports value, "NAMESPACE/NAME:PORT=NODEPORT".
+func ParsePinFlag(s string) (PortRef, int32, error) {
+	target, value, ok := strings.Cut(s, "=")
+	svc, port, ok2 := strings.Cut(target, ":")
+	ns, name, ok3 := strings.Cut(svc, "/")
+	if !ok || !ok2 || !ok3 || ns == "" || name == "" || port == "" {
+		return PortRef{}, 0, fmt.Errorf("pin %q is not NAMESPACE/NAME:PORTNAME=NODEPORT", s)
+	}
+	n, err := parseNodePort(value)
+	if err != nil {
+		return PortRef{}, 0, fmt.Errorf("pin %q: %w", s, err)
+	}
+	return PortRef{Namespace: ns, Name: name, Port: port}, n, nil
+}
+
+// ParsePinAnnotation parses the value of PinAnnotation into port -> nodePort.
+func ParsePinAnnotation(value string) (map[string]int32, error) {
+	pins := map[string]int32{}
+	for _, item := range strings.Split(value, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		port, nodePort, ok := strings.Cut(item, "=")
+		port = strings.TrimSpace(port)
+		if !ok || port == "" {
+			return nil, fmt.Errorf("%q is not PORTNAME=NODEPORT", item)
+		}
+		n, err := parseNodePort(nodePort)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", item, err)
+		}
+		pins[port] = n
+	}
+	return pins, nil
+}
+
+// annotationPins returns the pins a Service's annotation declares, as refs.
+func annotationPins(svc *corev1.Service) (map[PortRef]int32, error) {
+	value, ok := svc.Annotations[PinAnnotation]
+	if !ok {
+		return nil, nil
+	}
+	pins, err := ParsePinAnnotation(value)
+	if err != nil {
+		return nil, fmt.Errorf("annotation %s=%q: %w", PinAnnotation, value, err)
+	}
+	out := make(map[PortRef]int32, len(pins))
+	for port, n := range pins {
+		out[PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: port}] = n
+	}
+	return out, nil
+}
+
+// Admins are the users and groups whose changes the guard lets through.
+type Admins struct {
+	users, groups map[string]bool
+}
+
+// ParseAdmins parses --node-port-admins entries: a user name, or
+// "group:NAME" for a group.
+func ParseAdmins(entries []string) Admins {
+	a := Admins{users: map[string]bool{}, groups: map[string]bool{}}
+	for _, e := range entries {
+		if g, ok := strings.CutPrefix(e, "group:"); ok {
+			a.groups[g] = true
+		} else {
+			a.users[e] = true
+		}
+	}
+	return a
+}
+
+// Match returns "user NAME" or "group NAME" when user or one of groups is an admin.
+func (a Admins) Match(user string, groups []string) string {
+	if a.users[user] {
+		return "user " + user
+	}
+	for _, g := range groups {
+		if a.groups[g] {
+			return "group " + g
+		}
+	}
+	return ""
+}
+
+// sortedRefs returns refs as sorted strings.
+func sortedRefs(refs []PortRef) []string {
+	out := make([]string, 0, len(refs))
+	for _, r := range refs {
+		out = append(out, r.String())
+	}
+	sort.Strings(out)
+	return out
+}
