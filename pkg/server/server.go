@@ -53,9 +53,8 @@ type Webhook struct {
 // Server is one svcguard replica: every registered webhook on one TLS
 // listener, plus probes and metrics.
 type Server struct {
-	mgr   manager.Manager
-	certs *certwatcher.CertWatcher
-	log   logr.Logger
+	mgr manager.Manager
+	log logr.Logger
 }
 
 // New builds a server from opts. It fails, with an error naming the problem,
@@ -118,7 +117,7 @@ func New(opts *options.Server) (*Server, error) {
 	if err := mgr.AddReadyzCheck("webhook-serving", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return nil, err
 	}
-	return &Server{mgr: mgr, certs: certs, log: logger}, nil
+	return &Server{mgr: mgr, log: logger}, nil
 }
 
 // Register serves w on its path, wrapped with the common metrics, logging and

@@ -100,8 +100,14 @@ func (a *Assessment) fail(reason, text string) {
 //  4. if the port has a pin, n equals it;
 //  5. no Pod uses n as a hostPort (only once the caches are synced).
 func (g *Guard) Assess(svc *corev1.Service, p corev1.ServicePort, n int32, view View) Assessment {
+	own, _ := annotationPins(svc) // a malformed annotation pins nothing; Judge denies it separately
+	return g.assess(svc, p, n, own, view)
+}
+
+// assess is Assess with the Service's annotation pins already parsed, so
+// that Judge parses them once per request, not once per port.
+func (g *Guard) assess(svc *corev1.Service, p corev1.ServicePort, n int32, own map[PortRef]int32, view View) Assessment {
 	ref := PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: portKey(p)}
-	own, _ := annotationPins(svc) // a malformed annotation pins nothing; the handler denies it separately
 	var a Assessment
 
 	if g.Range.Contains(n) {
@@ -186,7 +192,8 @@ func (g *Guard) Judge(r Review) Verdict {
 	var v Verdict
 	svc := r.New
 	key := svc.Namespace + "/" + svc.Name
-	if _, err := annotationPins(svc); err != nil {
+	own, err := annotationPins(svc)
+	if err != nil {
 		v.Denials = append(v.Denials, fmt.Sprintf("%s: %v; fix the annotation (PORTNAME=NODEPORT,...)", key, err))
 		return v
 	}
@@ -209,7 +216,7 @@ func (g *Guard) Judge(r Review) Verdict {
 	}
 	claim := func(p corev1.ServicePort) {
 		judged = true
-		if msg := g.badClaim(svc, p, r.View); msg != "" {
+		if msg := g.badClaim(svc, p, own, r.View); msg != "" {
 			deny(fmt.Sprintf("port %s nodePort %d denied: %s", portLabel(p), p.NodePort, msg),
 				fmt.Sprintf("port %s takes nodePort %d", portLabel(p), p.NodePort))
 		}
@@ -240,7 +247,7 @@ func (g *Guard) Judge(r Review) Verdict {
 			case n.NodePort != o.NodePort:
 				judged = true
 				change := fmt.Sprintf("port %s nodePort %d -> %d", portLabel(n), o.NodePort, n.NodePort)
-				a := g.Assess(r.Old, o, o.NodePort, r.View)
+				a := g.Assess(r.Old, o, o.NodePort, r.View) // the old object's own pins judge the old nodePort
 				if a.Correct() {
 					v.ReassignmentDenied = v.ReassignmentDenied || forcedBy == ""
 					deny(fmt.Sprintf("%s denied: %d is correctly allocated (%s)", change, o.NodePort, strings.Join(a.Held, ", ")), change)
@@ -273,9 +280,8 @@ func (g *Guard) Judge(r Review) Verdict {
 
 // badClaim says why svc may not take nodePort p.NodePort: it is reserved or
 // pinned to another port. Empty: the claim is fine.
-func (g *Guard) badClaim(svc *corev1.Service, p corev1.ServicePort, view View) string {
+func (g *Guard) badClaim(svc *corev1.Service, p corev1.ServicePort, own map[PortRef]int32, view View) string {
 	ref := PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: portKey(p)}
-	own, _ := annotationPins(svc)
 	var why []string
 	if g.Reserved.Contains(p.NodePort) {
 		why = append(why, fmt.Sprintf("%d is reserved", p.NodePort))
