@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcguard/svcguard/pkg/certtest"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
 
@@ -55,7 +56,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer env.Stop()
-	proc, err = env.StartBinary(context.Background(), binary, nil, "--service-host="+serviceHost, "--service-port="+servicePort)
+	proc, err = env.StartBinary(context.Background(), binary, nil, "--service-host="+serviceHost, "--service-port="+servicePort, "--shutdown-drain=1s")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -113,25 +114,29 @@ func TestBinaryExportsAdmissionMetrics(t *testing.T) {
 
 func TestBinaryReloadsRotatedCertificateWithoutRestart(t *testing.T) {
 	certDir := t.TempDir()
-	first, err := testenv.WriteSelfSignedCert(certDir)
+	ca, err := certtest.NewAuthority()
+	require.NoError(t, err)
+	first, err := ca.IssueFiles(certDir)
 	require.NoError(t, err)
 	addr, err := testenv.FreeAddress()
 	require.NoError(t, err)
-	// A second replica on its own address and cert dir, so the shared one keeps serving the other tests.
-	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--cert-dir="+certDir, "--service-host="+serviceHost)
+	// A second replica on its own address and cert dir, so the shared one keeps serving the other tests. No
+	// webhook configuration points at it, so it consults none (its caBundle check has nothing to verify).
+	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--cert-dir="+certDir,
+		"--service-host="+serviceHost, "--mutating-webhook-configuration=", "--validating-webhook-configuration=", "--shutdown-drain=0s")
 	require.NoError(t, err)
 	defer p.Terminate(30 * time.Second)
 
 	served, err := testenv.ServedSerial(addr)
 	require.NoError(t, err)
-	require.Equal(t, first, served, "the first certificate must be served")
+	require.Equal(t, first.Leaf.SerialNumber, served, "the first certificate must be served")
 
-	second, err := testenv.WriteSelfSignedCert(certDir)
+	second, err := ca.IssueFiles(certDir)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		served, err := testenv.ServedSerial(addr)
-		return err == nil && served.Cmp(second) == 0
-	}, 20*time.Second, 100*time.Millisecond, "the rotated certificate (serial %s) must be served without restart", second)
+		return err == nil && served.Cmp(second.Leaf.SerialNumber) == 0
+	}, 20*time.Second, 100*time.Millisecond, "the rotated certificate (serial %s) must be served without restart", second.Leaf.SerialNumber)
 	ok, body := p.Ready()
 	assert.True(t, ok, "still ready after rotation: %s", body)
 }
@@ -139,7 +144,7 @@ func TestBinaryReloadsRotatedCertificateWithoutRestart(t *testing.T) {
 func TestBinaryStopsCleanlyOnSIGTERM(t *testing.T) {
 	addr, err := testenv.FreeAddress()
 	require.NoError(t, err)
-	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr)
+	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--shutdown-drain=1s")
 	require.NoError(t, err)
 	code, err := p.Terminate(30 * time.Second)
 	require.NoError(t, err)

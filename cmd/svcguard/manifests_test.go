@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/svcguard/svcguard/pkg/options"
@@ -28,16 +32,63 @@ func readManifest(t *testing.T, name string, into any) {
 // TestManifestDeploymentArgsAndConfigAreValidSettings proves the shipped
 // Deployment's args and config.yaml parse as svcguard's flags.
 func TestManifestDeploymentArgsAndConfigAreValidSettings(t *testing.T) {
+	shippedSettings(t) // fails the test when they do not parse
+}
+
+// shippedSettings parses the shipped Deployment's args with config.yaml.
+func shippedSettings(t *testing.T) (*appsv1.Deployment, *options.Server) {
+	t.Helper()
 	var deploy appsv1.Deployment
 	readManifest(t, "deployment.yaml", &deploy)
-	args := deploy.Spec.Template.Spec.Containers[0].Args
+	args := append([]string{}, deploy.Spec.Template.Spec.Containers[0].Args...)
 	for i, a := range args {
 		if strings.HasPrefix(a, "--config=") {
 			args[i] = "--config=" + filepath.Join("..", "..", "manifests", "config.yaml")
 		}
 	}
-	err := options.Parse("svcguard", args, &bytes.Buffer{}, options.NewServer(), &servicehost.Options{}, nodeport.NewOptions())
-	assert.NoError(t, err, "the Deployment's args %v with manifests/config.yaml must be valid", args)
+	srv := options.NewServer()
+	require.NoError(t, options.Parse("svcguard", args, &bytes.Buffer{}, srv, &servicehost.Options{}, nodeport.NewOptions()))
+	return &deploy, srv
+}
+
+// TestManifestGracePeriodCoversTheDrain proves the kubelet waits for the
+// whole shutdown: drain, then in-flight requests.
+func TestManifestGracePeriodCoversTheDrain(t *testing.T) {
+	deploy, srv := shippedSettings(t)
+	grace := time.Duration(*deploy.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+	assert.Greater(t, grace, srv.ShutdownDrain+srv.ShutdownTimeout,
+		"terminationGracePeriodSeconds must exceed shutdown-drain + shutdown-timeout")
+	assert.Equal(t, intstr.FromInt32(0), *deploy.Spec.Strategy.RollingUpdate.MaxUnavailable)
+	assert.Equal(t, intstr.FromInt32(1), *deploy.Spec.Strategy.RollingUpdate.MaxSurge)
+}
+
+// TestManifestRBACGrantsReadinessItsConfigurations proves readiness may
+// watch the configurations it is told to read, and that those are the
+// shipped ones.
+func TestManifestRBACGrantsReadinessItsConfigurations(t *testing.T) {
+	_, srv := shippedSettings(t)
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	readManifest(t, "webhook/mutating.yaml", &mwc)
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	readManifest(t, "webhook/validating.yaml", &vwc)
+	assert.Equal(t, mwc.Name, srv.MutatingWebhookConfiguration)
+	assert.Equal(t, vwc.Name, srv.ValidatingWebhookConfiguration)
+
+	data, err := os.ReadFile(filepath.Join("..", "..", "manifests", "rbac.yaml"))
+	require.NoError(t, err)
+	var role rbacv1.ClusterRole
+	require.NoError(t, yaml.Unmarshal(bytes.Split(data, []byte("\n---\n"))[0], &role))
+	granted := map[string][]string{}
+	for _, rule := range role.Rules {
+		if slices.Contains(rule.APIGroups, "admissionregistration.k8s.io") {
+			for _, r := range rule.Resources {
+				granted[r] = rule.ResourceNames
+				assert.ElementsMatch(t, []string{"get", "list", "watch"}, rule.Verbs)
+			}
+		}
+	}
+	assert.Equal(t, []string{mwc.Name}, granted["mutatingwebhookconfigurations"])
+	assert.Equal(t, []string{vwc.Name}, granted["validatingwebhookconfigurations"])
 }
 
 // TestManifestWebhookPointsAtTheServedPath proves the registered path is the

@@ -59,7 +59,8 @@ func run(binary, host, port string, once bool) error {
 	defer logFile.Close()
 
 	step(fmt.Sprintf("Starting %s --service-host=%s --service-port=%s (logs: %s)", binary, host, port, logPath))
-	proc, err := env.StartBinary(ctx, binary, logFile, "--service-host="+host, "--service-port="+port, "--zap-devel")
+	// Nothing routes to the demo replica through a Service, so it has no connections to drain.
+	proc, err := env.StartBinary(ctx, binary, logFile, "--service-host="+host, "--service-port="+port, "--zap-devel", "--shutdown-drain=0s")
 	if err != nil {
 		return err
 	}

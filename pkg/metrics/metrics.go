@@ -45,10 +45,18 @@ var (
 		Name: "svcguard_admission_panics_total",
 		Help: "Panics in a webhook handler, recovered into an HTTP 500 answer; any increase is a bug to report.",
 	}, []string{"webhook"})
+
+	// DegradedDecisions counts decisions a webhook made without a dependency
+	// that readiness found failing (for the node-port guard: without synced
+	// caches), which it may only do under failurePolicy Ignore.
+	DegradedDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "svcguard_degraded_decisions_total",
+		Help: "Admission decisions a webhook made with only what it could decide locally, because a dependency (its caches) was not ready.",
+	}, []string{"webhook"})
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(AdmissionRequests, AdmissionDuration, AdmissionPanics)
+	crmetrics.Registry.MustRegister(AdmissionRequests, AdmissionDuration, AdmissionPanics, DegradedDecisions)
 }
 
 // ObserveAdmission records one answered request.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -47,6 +48,21 @@ type Server struct {
 	// Kubeconfig is the path of a kubeconfig file; empty means in-cluster (or
 	// $KUBECONFIG, then ~/.kube/config, as controller-runtime resolves it).
 	Kubeconfig string
+	// MutatingWebhookConfiguration and ValidatingWebhookConfiguration name
+	// the configurations whose live failurePolicy and caBundle readiness
+	// reads; empty: not consulted.
+	MutatingWebhookConfiguration, ValidatingWebhookConfiguration string
+	// ReadinessCheckInterval is the time between rounds of readiness checks.
+	ReadinessCheckInterval time.Duration
+	// StartupGrace bounds how long a fresh replica waits for every check to
+	// pass before failing dependencies of Ignore webhooks stop holding it back.
+	StartupGrace time.Duration
+	// ShutdownDrain is how long the listener keeps answering after SIGTERM,
+	// with /readyz failing and every answer closing its connection.
+	ShutdownDrain time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// once the listener closed.
+	ShutdownTimeout time.Duration
 	// Log holds controller-runtime's zap logging flags.
 	Log zap.Options
 }
@@ -58,6 +74,13 @@ func NewServer() *Server {
 		CertDir:                "/tmp/k8s-webhook-server/serving-certs",
 		HealthProbeBindAddress: ":8081",
 		MetricsBindAddress:     ":8080",
+
+		MutatingWebhookConfiguration:   "svcguard",
+		ValidatingWebhookConfiguration: "svcguard",
+		ReadinessCheckInterval:         2 * time.Second,
+		StartupGrace:                   2 * time.Minute,
+		ShutdownDrain:                  15 * time.Second,
+		ShutdownTimeout:                10 * time.Second,
 	}
 }
 
@@ -73,6 +96,18 @@ func (s *Server) AddFlags(fs *flag.FlagSet) {
 		"host:port serving Prometheus /metrics over plain HTTP; \"0\" turns it off.")
 	fs.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig,
 		"Path of a kubeconfig file; empty: in-cluster config, else $KUBECONFIG, else ~/.kube/config.")
+	fs.StringVar(&s.MutatingWebhookConfiguration, "mutating-webhook-configuration", s.MutatingWebhookConfiguration,
+		"Name of the MutatingWebhookConfiguration whose live failurePolicy and caBundle readiness reads; empty: not consulted.")
+	fs.StringVar(&s.ValidatingWebhookConfiguration, "validating-webhook-configuration", s.ValidatingWebhookConfiguration,
+		"Name of the ValidatingWebhookConfiguration whose live failurePolicy and caBundle readiness reads; empty: not consulted.")
+	fs.DurationVar(&s.ReadinessCheckInterval, "readiness-check-interval", s.ReadinessCheckInterval,
+		"Time between rounds of readiness checks (each round sends one self-test AdmissionReview per webhook).")
+	fs.DurationVar(&s.StartupGrace, "startup-grace", s.StartupGrace,
+		"How long a starting replica waits for every readiness check to pass; after it, failing caches of a webhook under failurePolicy Ignore no longer keep it unready.")
+	fs.DurationVar(&s.ShutdownDrain, "shutdown-drain", s.ShutdownDrain,
+		"After SIGTERM: how long /readyz fails while the webhook listener keeps answering, each answer closing its connection, before the listener closes.")
+	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", s.ShutdownTimeout,
+		"After the drain: how long in-flight admission requests may take to finish before the process exits.")
 	s.Log.BindFlags(fs)
 }
 
@@ -89,6 +124,23 @@ func (s *Server) Validate() error {
 	}
 	if s.CertDir == "" {
 		return errors.New("--cert-dir is empty: give the directory that holds tls.crt and tls.key")
+	}
+	for _, d := range []struct {
+		flag     string
+		value    time.Duration
+		positive bool
+	}{
+		{"readiness-check-interval", s.ReadinessCheckInterval, true},
+		{"startup-grace", s.StartupGrace, false},
+		{"shutdown-drain", s.ShutdownDrain, false},
+		{"shutdown-timeout", s.ShutdownTimeout, true},
+	} {
+		if d.positive && d.value <= 0 {
+			return fmt.Errorf("--%s=%s must be a positive duration (for example \"10s\")", d.flag, d.value)
+		}
+		if d.value < 0 {
+			return fmt.Errorf("--%s=%s must not be negative (0 turns it off)", d.flag, d.value)
+		}
 	}
 	return nil
 }

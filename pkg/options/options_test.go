@@ -73,6 +73,10 @@ func TestParseErrorsAreOneLineNamingTheProblem(t *testing.T) {
 		{"config file is a list", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "- a\n")} }, "expected a mapping"},
 		{"stray argument", func(*testing.T) []string { return []string{"serve"} }, "unexpected argument \"serve\""},
 		{"empty cert dir", func(*testing.T) []string { return []string{"--cert-dir="} }, "--cert-dir is empty"},
+		{"zero readiness interval", func(*testing.T) []string { return []string{"--readiness-check-interval=0s"} }, "--readiness-check-interval=0s must be a positive duration"},
+		{"zero shutdown timeout", func(*testing.T) []string { return []string{"--shutdown-timeout=0s"} }, "--shutdown-timeout=0s must be a positive duration"},
+		{"negative drain", func(*testing.T) []string { return []string{"--shutdown-drain=-1s"} }, "--shutdown-drain=-1s must not be negative"},
+		{"drain that is not a duration", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "shutdown-drain: 15\n")} }, "invalid value \"15\" for \"shutdown-drain\""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,7 +92,7 @@ func TestHelpPrintsEveryFlagAndReturnsErrHelp(t *testing.T) {
 	var out bytes.Buffer
 	err := Parse("svcguard", []string{"--help"}, &out, NewServer(), &fakeComponent{})
 	assert.ErrorIs(t, err, ErrHelp)
-	for _, name := range []string{"--config", "--webhook-bind-address", "--cert-dir", "--metrics-bind-address", "--kubeconfig", "--zap-log-level", "--service-host"} {
+	for _, name := range []string{"--config", "--webhook-bind-address", "--cert-dir", "--metrics-bind-address", "--kubeconfig", "--zap-log-level", "--service-host", "--shutdown-drain", "--mutating-webhook-configuration"} {
 		assert.Contains(t, out.String(), name, "usage must list %s", name)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/svcguard/svcguard/pkg/metrics"
+	"github.com/svcguard/svcguard/pkg/readiness"
 )
 
 func TestDecisionOf(t *testing.T) {
@@ -89,4 +90,23 @@ func TestInstrumentedRecoversPanicInto500(t *testing.T) {
 	}
 	assert.Equal(t, before+1, testutil.ToFloat64(panics), "svcguard_admission_panics_total must count the panic")
 	assert.Equal(t, errorsBefore+1, testutil.ToFloat64(errorsCounted), "the panic counts as decision=error")
+}
+
+func TestInstrumentedAnswersTheSelfTestWithoutTheWebhookOrMetrics(t *testing.T) {
+	called := false
+	h := instrumented{name: "test-self-test", handler: handlerFunc(func(context.Context, admission.Request) admission.Response {
+		called = true
+		return admission.Denied("no")
+	})}
+	req := request(admissionv1.Connect)
+	req.UserInfo.Username = readiness.SelfTestUser
+	req.Kind.Group = readiness.SelfTestGroup
+	resp := h.Handle(context.Background(), req)
+	assert.True(t, resp.Allowed, "the self-test is answered allowed")
+	assert.False(t, called, "the self-test must not reach the webhook's rules")
+	assert.Equal(t, uint64(0), durationSamples(t, "test-self-test"), "the self-test must not be counted")
+
+	req.Kind.Group = "" // a real request from a user with that name is judged as any other
+	h.Handle(context.Background(), req)
+	assert.True(t, called, "only both marks together make a self-test")
 }

@@ -1,7 +1,8 @@
 // Package server assembles svcguard's process: the TLS admission listener with
-// a reloading serving certificate, the health probes, the metrics endpoint and
-// the lifecycle, on top of a controller-runtime manager. It knows nothing about
-// what the webhooks decide: cmd/svcguard registers them.
+// a reloading serving certificate and a drain on shutdown, the policy-aware
+// probes (package readiness), the metrics endpoint and the lifecycle, on top of
+// a controller-runtime manager. It knows nothing about what the webhooks
+// decide: cmd/svcguard registers them.
 package server
 
 import (
@@ -9,17 +10,19 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -27,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/svcguard/svcguard/pkg/options"
+	"github.com/svcguard/svcguard/pkg/readiness"
 	"github.com/svcguard/svcguard/pkg/version"
 )
 
@@ -48,13 +52,23 @@ type Webhook struct {
 	// Off marks a webhook whose settings turn it off: its handler admits
 	// everything unchanged, and the server says so at start.
 	Off bool
+	// CachesSynced, when set, reports whether the informer caches that the
+	// webhook's full decisions need are synced; readiness checks it under
+	// the webhook's live failure policy.
+	CachesSynced func() bool
 }
 
 // Server is one svcguard replica: every registered webhook on one TLS
 // listener, plus probes and metrics.
 type Server struct {
-	mgr manager.Manager
-	log logr.Logger
+	opts     *options.Server
+	mgr      manager.Manager
+	log      logr.Logger
+	certs    *certwatcher.CertWatcher
+	hooks    webhook.Server
+	listener *listener
+	configs  *readiness.Configurations
+	webhooks []Webhook
 }
 
 // New builds a server from opts. It fails, with an error naming the problem,
@@ -75,10 +89,9 @@ func New(opts *options.Server) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	host, port, err := options.SplitHostPort(opts.WebhookBindAddress)
+	clientset, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
-		return nil, fmt.Errorf("--webhook-bind-address=%q: %w", opts.WebhookBindAddress, err)
+		return nil, fmt.Errorf("cannot build a Kubernetes client: %w", err)
 	}
 
 	scheme := runtime.NewScheme()
@@ -87,21 +100,13 @@ func New(opts *options.Server) (*Server, error) {
 	}
 
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                 scheme,
-		Logger:                 logger,
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsBindAddress},
-		HealthProbeBindAddress: opts.HealthProbeBindAddress,
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host: host,
-			Port: port,
-			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
-				c.GetCertificate = certs.GetCertificate
-				// The API server talks HTTP/1.1 to webhooks; refusing HTTP/2
-				// also keeps the server clear of HTTP/2 rapid-reset attacks.
-				c.NextProtos = []string{"http/1.1"}
-				c.MinVersion = tls.VersionTLS12
-			}},
-		}),
+		Scheme:  scheme,
+		Logger:  logger,
+		Metrics: metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		// svcguard serves its own probes (policy-aware readiness) and its own
+		// webhook listener (drained on shutdown), both below.
+		HealthProbeBindAddress:  "0",
+		GracefulShutdownTimeout: &opts.ShutdownTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot set up the server: %w", err)
@@ -110,20 +115,39 @@ func New(opts *options.Server) (*Server, error) {
 	if err := mgr.Add(certs); err != nil {
 		return nil, fmt.Errorf("cannot start the certificate watcher: %w", err)
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
+	configs := readiness.NewConfigurations(clientset, opts.MutatingWebhookConfiguration, opts.ValidatingWebhookConfiguration)
+	if err := mgr.Add(configs); err != nil {
+		return nil, fmt.Errorf("cannot watch the webhook configurations: %w", err)
 	}
-	// Ready only once the TLS listener accepts handshakes.
-	if err := mgr.AddReadyzCheck("webhook-serving", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		return nil, err
+
+	// A never-started controller-runtime webhook server is the registry of
+	// handlers: Register wraps each in controller-runtime's webhook metrics
+	// (controller_runtime_webhook_*), and its mux is served by the listener.
+	mux := http.NewServeMux()
+	hooks := webhook.NewServer(webhook.Options{WebhookMux: mux})
+	tlsConfig := &tls.Config{
+		GetCertificate: certs.GetCertificate,
+		// The API server talks HTTP/1.1 to webhooks; refusing HTTP/2 also
+		// keeps the server clear of HTTP/2 rapid-reset attacks.
+		NextProtos: []string{"http/1.1"},
+		MinVersion: tls.VersionTLS12,
 	}
-	return &Server{mgr: mgr, log: logger}, nil
+	return &Server{
+		opts:     opts,
+		mgr:      mgr,
+		log:      logger,
+		certs:    certs,
+		hooks:    hooks,
+		listener: newListener(opts.WebhookBindAddress, tlsConfig, mux, logger.WithName("webhook-listener")),
+		configs:  configs,
+	}, nil
 }
 
 // Register serves w on its path, wrapped with the common metrics, logging and
-// panic recovery.
+// panic recovery, and makes readiness aware of it.
 func (s *Server) Register(w Webhook) {
-	s.mgr.GetWebhookServer().Register(w.Path, &webhook.Admission{Handler: instrumented{name: w.Name, handler: w.Handler}})
+	s.hooks.Register(w.Path, &webhook.Admission{Handler: instrumented{name: w.Name, handler: w.Handler}})
+	s.webhooks = append(s.webhooks, w)
 	if w.Off {
 		s.log.Info("webhook is off by its settings; it admits every request unchanged", "webhook", w.Name, "path", w.Path)
 		return
@@ -142,14 +166,107 @@ func (s *Server) Manager() manager.Manager {
 	return s.mgr
 }
 
-// Run serves until ctx is cancelled, then shuts down gracefully.
+// Run serves until ctx is cancelled, then drains and shuts down (see
+// shutdownSequence). It returns nil after a clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("starting", "version", version.String())
-	if err := s.mgr.Start(ctx); err != nil {
-		return fmt.Errorf("server stopped: %w", err)
+	webhookLn, err := s.listener.Listen()
+	if err != nil {
+		return err
+	}
+	probeLn, err := net.Listen("tcp", s.opts.HealthProbeBindAddress)
+	if err != nil {
+		_ = webhookLn.Close()
+		return fmt.Errorf("cannot listen on --health-probe-bind-address %s: %w", s.opts.HealthProbeBindAddress, err)
+	}
+	monitor := s.readiness(webhookLn.Addr().String())
+	for _, r := range []manager.Runnable{monitor, &probeServer{ln: probeLn, handler: monitor.Handler(), log: s.log.WithName("probes")}} {
+		if err := s.mgr.Add(r); err != nil {
+			_ = webhookLn.Close()
+			_ = probeLn.Close()
+			return fmt.Errorf("cannot start readiness: %w", err)
+		}
+	}
+
+	// The manager (caches, certificate watcher, probes, metrics) runs on its
+	// own context, cancelled only after the drain, so that everything the
+	// webhooks need stays up while they answer.
+	mgrCtx, stopMgr := context.WithCancel(context.Background())
+	defer stopMgr()
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- s.mgr.Start(mgrCtx) }()
+	served := make(chan error, 1)
+	go func() { served <- s.listener.Serve(webhookLn) }()
+	s.log.Info("serving webhooks", "address", webhookLn.Addr().String(), "probes", probeLn.Addr().String())
+
+	var mgrErr error
+	stopped := make(chan struct{})
+	select {
+	case <-ctx.Done():
+	case mgrErr = <-mgrDone:
+		close(stopped)
+	case err := <-served:
+		stopMgr()
+		<-mgrDone
+		return fmt.Errorf("webhook listener stopped: %w", err)
+	}
+	if mgrErr == nil {
+		go func() {
+			mgrErr = <-mgrDone
+			close(stopped)
+		}()
+	}
+	shutdownErr := shutdownSequence(monitor, s.listener, s.opts.ShutdownDrain, s.opts.ShutdownTimeout, stopped, s.log)
+	if err := <-served; err != nil {
+		return fmt.Errorf("webhook listener: %w", err)
+	}
+	stopMgr()
+	<-stopped
+	if mgrErr != nil {
+		return fmt.Errorf("server stopped: %w", mgrErr)
+	}
+	if shutdownErr != nil {
+		return shutdownErr
 	}
 	s.log.Info("stopped cleanly")
 	return nil
+}
+
+// readiness assembles the checks of the registered webhooks. servingAddr is
+// the listener's bound address, which the self-test dials.
+func (s *Server) readiness(servingAddr string) *readiness.Monitor {
+	current := func() (*tls.Certificate, error) { return s.certs.GetCertificate(nil) }
+	var all, cached []readiness.Webhook
+	var synced []func() bool
+	for _, w := range s.webhooks {
+		rw := readiness.Webhook{Name: w.Name, Path: w.Path}
+		all = append(all, rw)
+		if w.CachesSynced != nil {
+			cached = append(cached, rw)
+			synced = append(synced, w.CachesSynced)
+		}
+	}
+	checks := []readiness.Check{
+		readiness.TLSCheck(current, all),
+		readiness.ServingCheck(readiness.LoopbackAddress(servingAddr), current, all),
+		readiness.CABundleCheck(current, s.configs.Lookup, all),
+	}
+	if len(cached) > 0 {
+		checks = append(checks, readiness.CachesCheck(func() bool {
+			for _, ok := range synced {
+				if !ok() {
+					return false
+				}
+			}
+			return true
+		}, cached))
+	}
+	return readiness.NewMonitor(readiness.MonitorOptions{
+		Interval:     s.opts.ReadinessCheckInterval,
+		StartupGrace: s.opts.StartupGrace,
+		Lookup:       s.configs.Lookup,
+		Log:          s.log.WithName("readiness"),
+	}, checks...)
 }
 
 func loadRESTConfig(kubeconfig string) (*rest.Config, error) {

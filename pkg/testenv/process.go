@@ -83,23 +83,43 @@ func StartProcess(binary string, log io.Writer, args ...string) (*Process, error
 
 // WaitReady polls /readyz until it answers 200.
 func (p *Process) WaitReady(ctx context.Context) error {
+	exited := make(chan error, 1)
+	go func() {
+		select {
+		case <-p.exited:
+			exited <- fmt.Errorf("svcguard exited before it was ready: %v", p.err)
+		case <-ctx.Done():
+		}
+	}()
+	return WaitReady(ctx, p.HealthURL, exited)
+}
+
+// Ready reports whether /readyz answers 200, and its verbose body.
+func (p *Process) Ready() (bool, string) {
+	return Ready(p.HealthURL)
+}
+
+// WaitReady polls baseURL/readyz until it answers 200, ctx ends, or stopped
+// yields (the server exited).
+func WaitReady(ctx context.Context, baseURL string, stopped <-chan error) error {
 	for {
-		if ok, _ := p.Ready(); ok {
+		ok, body := Ready(baseURL)
+		if ok {
 			return nil
 		}
 		select {
-		case <-p.exited:
-			return fmt.Errorf("svcguard exited before it was ready: %v", p.err)
+		case err := <-stopped:
+			return fmt.Errorf("svcguard stopped before it was ready: %v", err)
 		case <-ctx.Done():
-			return fmt.Errorf("svcguard never became ready at %s/readyz", p.HealthURL)
+			return fmt.Errorf("svcguard never became ready at %s/readyz; last answer:\n%s", baseURL, body)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// Ready reports whether /readyz answers 200, and its body.
-func (p *Process) Ready() (bool, string) {
-	resp, err := http.Get(p.HealthURL + "/readyz")
+// Ready reports whether baseURL/readyz answers 200, and its verbose body.
+func Ready(baseURL string) (bool, string) {
+	resp, err := http.Get(baseURL + "/readyz?verbose")
 	if err != nil {
 		return false, err.Error()
 	}
@@ -117,6 +137,11 @@ func (p *Process) Metrics() (string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return string(body), err
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error {
+	return p.cmd.Process.Signal(sig)
 }
 
 // Terminate sends SIGTERM and waits up to timeout for the exit; it returns

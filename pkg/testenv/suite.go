@@ -22,6 +22,9 @@ type Suite struct {
 	Register func(*server.Server) error
 	// Env is the running environment while the tests run.
 	Env *Environment
+	// ProbeURL is the base URL of the in-process server's /healthz and
+	// /readyz ("http://127.0.0.1:PORT").
+	ProbeURL string
 }
 
 // Main is the package's TestMain: it starts the environment and the server,
@@ -44,7 +47,14 @@ func (s *Suite) run(m *testing.M) int {
 	}()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	done, err := env.Serve(ctx, s.Register)
+	opts, err := env.ServerOptions()
+	if err != nil {
+		cancel()
+		fmt.Fprintln(os.Stderr, "envtest suite cannot pick addresses:", err)
+		return 1
+	}
+	s.ProbeURL = "http://" + opts.HealthProbeBindAddress
+	done, err := env.Serve(ctx, opts, s.Register)
 	if err != nil {
 		cancel()
 		fmt.Fprintln(os.Stderr, "envtest suite cannot start svcguard:", err)
@@ -60,23 +70,31 @@ func (s *Suite) run(m *testing.M) int {
 }
 
 // ServerOptions returns server settings that serve on the environment's
-// webhook address with its certificate, metrics off and probes on a free port.
-func (e *Environment) ServerOptions() *options.Server {
+// webhook address with its certificate, metrics off, probes on a free port,
+// readiness rounds every 200ms and no shutdown drain (nothing routes to a
+// test server through a Service).
+func (e *Environment) ServerOptions() (*options.Server, error) {
+	probes, err := FreeAddress()
+	if err != nil {
+		return nil, err
+	}
 	opts := options.NewServer()
 	opts.WebhookBindAddress = e.WebhookBindAddress
 	opts.CertDir = e.CertDir
 	opts.Kubeconfig = e.Kubeconfig
 	opts.MetricsBindAddress = "0"
-	opts.HealthProbeBindAddress = "127.0.0.1:0"
+	opts.HealthProbeBindAddress = probes
+	opts.ReadinessCheckInterval = 200 * time.Millisecond
+	opts.ShutdownDrain = 0
 	opts.Log = zap.Options{Development: true}
-	return opts
+	return opts, nil
 }
 
-// Serve runs a svcguard server in this process with the webhooks that
-// register adds, until ctx ends; it returns once the listener serves. The
-// channel yields the server's exit error.
-func (e *Environment) Serve(ctx context.Context, register func(*server.Server) error) (<-chan error, error) {
-	srv, err := server.New(e.ServerOptions())
+// Serve runs a svcguard server with opts (from ServerOptions) in this process
+// with the webhooks that register adds, until ctx ends; it returns once the
+// server reports ready. The channel yields the server's exit error.
+func (e *Environment) Serve(ctx context.Context, opts *options.Server, register func(*server.Server) error) (<-chan error, error) {
+	srv, err := server.New(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +107,9 @@ func (e *Environment) Serve(ctx context.Context, register func(*server.Server) e
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := e.WaitServing(waitCtx); err != nil {
+		return nil, err
+	}
+	if err := WaitReady(waitCtx, "http://"+opts.HealthProbeBindAddress, done); err != nil {
 		return nil, err
 	}
 	return done, nil

@@ -13,11 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -190,4 +193,37 @@ func RepoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// RegisteredWebhook is one webhook entry of the registered configurations.
+type RegisteredWebhook struct {
+	// Path is the URL path the entry points at, cleaned.
+	Path string
+	// Validating is true for entries of a ValidatingWebhookConfiguration.
+	Validating bool
+}
+
+// RegisteredWebhooks lists the webhook entries of the configurations that the
+// environment registered, so that a test can serve stand-ins on their paths.
+func (e *Environment) RegisteredWebhooks() []RegisteredWebhook {
+	var out []RegisteredWebhook
+	add := func(validating bool, cc admissionregistrationv1.WebhookClientConfig) {
+		if cc.URL == nil {
+			return
+		}
+		if u, err := url.Parse(*cc.URL); err == nil {
+			out = append(out, RegisteredWebhook{Path: path.Clean(u.Path), Validating: validating})
+		}
+	}
+	for _, cfg := range e.env.WebhookInstallOptions.MutatingWebhooks {
+		for _, w := range cfg.Webhooks {
+			add(false, w.ClientConfig)
+		}
+	}
+	for _, cfg := range e.env.WebhookInstallOptions.ValidatingWebhooks {
+		for _, w := range cfg.Webhooks {
+			add(true, w.ClientConfig)
+		}
+	}
+	return out
 }

@@ -24,6 +24,8 @@ type Handler struct {
 	// OnDenied is told of each denied request that moved a correctly
 	// allocated nodePort; not called for dry runs.
 	OnDenied func()
+	// OnDegraded is told of each decision made before the caches synced.
+	OnDegraded func()
 }
 
 // Handle implements admission.Handler.
@@ -49,6 +51,9 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	}
 
 	verdict := h.Guard.Judge(review)
+	if verdict.Degraded && h.OnDegraded != nil {
+		h.OnDegraded()
+	}
 	if verdict.Allowed() {
 		return admission.Allowed("").WithWarnings(verdict.Warnings...)
 	}

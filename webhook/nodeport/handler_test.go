@@ -98,3 +98,23 @@ func TestHandler(t *testing.T) {
 		})
 	}
 }
+
+func TestHandlerCountsDecisionsMadeWithoutSyncedCaches(t *testing.T) {
+	move := serviceRequest(admissionv1.Update, gw(port("tcp", 443, 30445)), gw(port("tcp", 443, 30194)))
+	for _, tc := range []struct {
+		name         string
+		view         fakeView
+		wantDegraded int
+	}{
+		{"caches synced: a full decision", fakeView{}, 0},
+		{"caches not synced: judged by range, reserved ports and flag pins, counted degraded", fakeView{unsynced: true}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			degraded := 0
+			h := &Handler{Guard: testGuard(), View: tc.view, Decoder: admissiontest.Decoder, OnDegraded: func() { degraded++ }}
+			resp := h.Handle(context.Background(), move.Build(t))
+			assert.False(t, resp.Allowed, "the flag pin still protects 30445 without caches")
+			assert.Equal(t, tc.wantDegraded, degraded, "svcguard_degraded_decisions_total increments")
+		})
+	}
+}

@@ -54,6 +54,9 @@ type Verdict struct {
 	Warnings []string
 	// ReassignmentDenied tells whether a denial moved a correctly allocated nodePort.
 	ReassignmentDenied bool
+	// Degraded tells that a nodePort was judged before the caches synced, by
+	// the range, reserved ports and flag pins only.
+	Degraded bool
 }
 
 // Allowed tells whether the change may go ahead.
@@ -270,6 +273,7 @@ func (g *Guard) Judge(r Review) Verdict {
 	}
 
 	if judged && !r.View.Synced() {
+		v.Degraded = true
 		v.warn("caches not synced: judged by range, reserved ports and pins only")
 	}
 	if forcedBy != "" && len(v.Warnings) == 0 && judged {

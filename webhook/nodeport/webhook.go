@@ -135,14 +135,17 @@ func (o *Options) Webhook(mgr manager.Manager, decoder admission.Decoder) (serve
 		return server.Webhook{}, fmt.Errorf("node-port guard: starting the caches: %w", err)
 	}
 	guard := o.guard
+	degraded := metrics.DegradedDecisions.WithLabelValues(Name)
 	return server.Webhook{
 		Name: Name,
 		Path: Path,
 		Handler: &Handler{
-			Guard:    &guard,
-			View:     caches,
-			Decoder:  decoder,
-			OnDenied: reassignmentsDenied.Inc,
+			Guard:      &guard,
+			View:       caches,
+			Decoder:    decoder,
+			OnDenied:   reassignmentsDenied.Inc,
+			OnDegraded: degraded.Inc,
 		},
+		CachesSynced: caches.Synced,
 	}, nil
 }

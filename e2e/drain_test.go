@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/svcguard/svcguard/pkg/certtest"
+	"github.com/svcguard/svcguard/pkg/testenv"
+)
+
+// outcome is one admission request sent during the drain test.
+type outcome struct {
+	sent, done time.Time
+	err        error
+	closed     bool // the answer carried Connection: close
+}
+
+// errRoutedElsewhere stands for the Service sending a new connection to
+// another replica once this one left the endpoints.
+var errRoutedElsewhere = errors.New("new connection routed to another replica: this one left the endpoints")
+
+// TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses plays the API
+// server behind a Service: clients keep sending AdmissionReviews over pooled
+// keep-alive connections while the real binary gets SIGTERM. Once /readyz
+// fails, new connections go elsewhere (the endpoints controller removed the
+// replica), but pooled connections keep arriving, as they do in a cluster.
+// Every request on this replica gets an answer; none meets a reset, an EOF,
+// or a refused connection while /readyz still reported ready.
+func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
+	certDir := t.TempDir()
+	ca, err := certtest.NewAuthority()
+	require.NoError(t, err)
+	_, err = ca.IssueFiles(certDir)
+	require.NoError(t, err)
+	addr, err := testenv.FreeAddress()
+	require.NoError(t, err)
+	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--cert-dir="+certDir,
+		"--service-host="+serviceHost, "--mutating-webhook-configuration=", "--validating-webhook-configuration=",
+		"--shutdown-drain=3s", "--readiness-check-interval=200ms")
+	require.NoError(t, err)
+
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	var leftEndpoints atomic.Bool
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     90 * time.Second, // as the API server's webhook client
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			if leftEndpoints.Load() {
+				return nil, errRoutedElsewhere
+			}
+			return dialer.DialContext(ctx, network, address)
+		},
+	}}
+	body := podReview(t)
+
+	var (
+		mu        sync.Mutex
+		outcomes  []outcome
+		lastReady time.Time
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// repeat runs step until stop is closed.
+	repeat := func(step func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					step()
+				}
+			}
+		}()
+	}
+	for range 4 {
+		repeat(func() {
+			o := send(client, "https://"+addr+"/webhooks/service-host", body)
+			mu.Lock()
+			outcomes = append(outcomes, o)
+			mu.Unlock()
+			if o.err != nil {
+				time.Sleep(10 * time.Millisecond) // the listener is gone: do not spin
+			}
+		})
+	}
+	repeat(func() {
+		if ok, _ := p.Ready(); ok {
+			mu.Lock()
+			lastReady = time.Now()
+			mu.Unlock()
+		} else if !lastReady.IsZero() {
+			leftEndpoints.Store(true)
+		}
+		time.Sleep(20 * time.Millisecond)
+	})
+
+	time.Sleep(time.Second) // traffic on warm keep-alive connections
+	signalled := time.Now()
+	require.NoError(t, p.Signal(syscall.SIGTERM))
+	code, err := p.Wait(60 * time.Second)
+	time.Sleep(200 * time.Millisecond) // a few refusals after exit
+	close(stop)
+	wg.Wait()
+	require.NoError(t, err)
+	assert.Equal(t, 0, code, "exit code after SIGTERM; output:\n%s", p.Output())
+
+	var answeredDuringDrain, elsewhere, refused int
+	for _, o := range outcomes {
+		switch {
+		case o.err == nil:
+			if o.sent.After(signalled) && o.closed {
+				answeredDuringDrain++
+			}
+		case errors.Is(o.err, errRoutedElsewhere):
+			elsewhere++
+		case errors.Is(o.err, syscall.ECONNREFUSED):
+			refused++
+			assert.True(t, o.sent.After(lastReady), "a request sent at %s was refused while /readyz still reported ready (last ready %s)",
+				o.sent.Format(time.StampMicro), lastReady.Format(time.StampMicro))
+		default:
+			assert.Fail(t, "a request failed other than by a refused connection", "sent %s, failed %s: %v",
+				o.sent.Format(time.StampMicro), o.done.Format(time.StampMicro), o.err)
+		}
+	}
+	t.Logf("%d requests: %d answered during the drain with Connection: close, %d sent to other replicas, %d refused after the listener closed",
+		len(outcomes), answeredDuringDrain, elsewhere, refused)
+	assert.Positive(t, answeredDuringDrain, "the listener must keep answering during the drain, closing connections")
+	assert.True(t, lastReady.Before(signalled.Add(time.Second)), "/readyz must fail at once on SIGTERM (last ready %s, SIGTERM %s)",
+		lastReady.Format(time.StampMicro), signalled.Format(time.StampMicro))
+}
+
+func send(client *http.Client, url string, body []byte) outcome {
+	o := outcome{sent: time.Now()}
+	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	if err == nil {
+		var review admissionv1.AdmissionReview
+		data, readErr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case readErr != nil:
+			err = readErr
+		case resp.StatusCode != http.StatusOK:
+			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, data)
+		case json.Unmarshal(data, &review) != nil || review.Response == nil || !review.Response.Allowed:
+			err = fmt.Errorf("not an allowing AdmissionReview: %s", data)
+		}
+		o.closed = resp.Close
+	}
+	o.err, o.done = err, time.Now()
+	return o
+}
+
+// podReview is an AdmissionReview for a Pod CREATE, as the API server sends it.
+func podReview(t *testing.T) []byte {
+	pod, err := json.Marshal(&corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
+	})
+	require.NoError(t, err)
+	review, err := json.Marshal(&admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID:       types.UID("drain-test"),
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: "default",
+			Operation: admissionv1.Create,
+			Object:    runtime.RawExtension{Raw: pod},
+		},
+	})
+	require.NoError(t, err)
+	return review
+}
