@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -19,11 +16,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/svcguard/svcguard/pkg/certtest"
 	"github.com/svcguard/svcguard/pkg/testenv"
@@ -75,7 +67,8 @@ func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
 			return dialer.DialContext(ctx, network, address)
 		},
 	}}
-	body := podReview(t)
+	body, err := testenv.PodCreateReview()
+	require.NoError(t, err)
 
 	var (
 		mu        sync.Mutex
@@ -158,44 +151,10 @@ func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
 
 func send(client *http.Client, url string, body []byte) outcome {
 	o := outcome{sent: time.Now()}
-	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-	if err == nil {
-		var review admissionv1.AdmissionReview
-		data, readErr := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case readErr != nil:
-			err = readErr
-		case resp.StatusCode != http.StatusOK:
-			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, data)
-		case json.Unmarshal(data, &review) != nil || review.Response == nil || !review.Response.Allowed:
-			err = fmt.Errorf("not an allowing AdmissionReview: %s", data)
-		}
-		o.closed = resp.Close
+	answer, err := testenv.SendReview(context.Background(), client, url, body)
+	if err == nil && !answer.Review.Response.Allowed {
+		err = fmt.Errorf("not allowed: %+v", answer.Review.Response.Result)
 	}
-	o.err, o.done = err, time.Now()
+	o.err, o.done, o.closed = err, time.Now(), answer.Closed
 	return o
-}
-
-// podReview is an AdmissionReview for a Pod CREATE, as the API server sends it.
-func podReview(t *testing.T) []byte {
-	pod, err := json.Marshal(&corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
-	})
-	require.NoError(t, err)
-	review, err := json.Marshal(&admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request: &admissionv1.AdmissionRequest{
-			UID:       types.UID("drain-test"),
-			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-			Namespace: "default",
-			Operation: admissionv1.Create,
-			Object:    runtime.RawExtension{Raw: pod},
-		},
-	})
-	require.NoError(t, err)
-	return review
 }

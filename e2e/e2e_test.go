@@ -18,8 +18,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/svcguard/svcguard/pkg/certtest"
 	"github.com/svcguard/svcguard/pkg/testenv"
@@ -217,4 +220,37 @@ func TestDemoShowsAnInjectedPod(t *testing.T) {
 	} {
 		assert.Contains(t, string(out), want)
 	}
+}
+
+// TestBinaryLeadsThroughALeaseAndReleasesItOnSIGTERM runs a replica with
+// leader election: it takes the Lease, runs the audits (their metrics
+// appear), and gives the Lease up when it stops, so that another replica
+// need not wait for it to expire.
+func TestBinaryLeadsThroughALeaseAndReleasesItOnSIGTERM(t *testing.T) {
+	addr, err := testenv.FreeAddress()
+	require.NoError(t, err)
+	const lease = "svcguard-e2e"
+	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--service-host="+serviceHost,
+		"--leader-elect", "--leader-election-namespace=default", "--leader-election-id="+lease, "--shutdown-drain=0s")
+	require.NoError(t, err)
+
+	var text string
+	require.Eventually(t, func() bool {
+		text, err = p.Metrics()
+		return err == nil && strings.Contains(text, "svcguard_leader 1")
+	}, 30*time.Second, 200*time.Millisecond, "the only replica leads")
+	require.Eventually(t, func() bool {
+		text, _ = p.Metrics()
+		return strings.Contains(text, "svcguard_pods_missing_service_host ") && strings.Contains(text, `svcguard_node_ports_incorrect{reason="reserved"}`)
+	}, 30*time.Second, 200*time.Millisecond, "the leader runs both audits; /metrics:\n%s", text)
+
+	var held coordinationv1.Lease
+	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: lease}, &held))
+	require.NotEmpty(t, ptr.Deref(held.Spec.HolderIdentity, ""), "the Lease names its holder")
+
+	code, err := p.Terminate(30 * time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 0, code, "output:\n%s", p.Output())
+	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: lease}, &held))
+	assert.Empty(t, ptr.Deref(held.Spec.HolderIdentity, ""), "the Lease is released on shutdown")
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/server"
@@ -22,7 +23,7 @@ func main() {
 		return
 	}
 
-	serverOpts, serviceHost, nodePorts := options.NewServer(), &servicehost.Options{}, nodeport.NewOptions()
+	serverOpts, serviceHost, nodePorts := options.NewServer(), servicehost.NewOptions(), nodeport.NewOptions()
 	if err := options.Parse("svcguard", os.Args[1:], os.Stdout, serverOpts, serviceHost, nodePorts); err != nil {
 		if errors.Is(err, options.ErrHelp) {
 			return
@@ -40,6 +41,13 @@ func main() {
 		exit(err)
 	}
 	srv.Register(guard)
+	for _, audit := range []func(server.Auditing) (manager.Runnable, error){serviceHost.Audit, nodePorts.Audit} {
+		task, err := audit(srv.Auditing())
+		if err != nil {
+			exit(err)
+		}
+		srv.AddLeaderTask(task)
+	}
 	if err := srv.Run(ctrl.SetupSignalHandler()); err != nil {
 		exit(err)
 	}

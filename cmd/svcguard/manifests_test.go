@@ -35,26 +35,27 @@ func TestManifestDeploymentArgsAndConfigAreValidSettings(t *testing.T) {
 	shippedSettings(t) // fails the test when they do not parse
 }
 
-// shippedSettings parses the shipped Deployment's args with config.yaml.
-func shippedSettings(t *testing.T) (*appsv1.Deployment, *options.Server) {
+// shippedSettings parses the shipped Deployment's args, with extra ones
+// appended (as an overlay adds them), and config.yaml.
+func shippedSettings(t *testing.T, extra ...string) (*appsv1.Deployment, *options.Server, *servicehost.Options) {
 	t.Helper()
 	var deploy appsv1.Deployment
 	readManifest(t, "deployment.yaml", &deploy)
-	args := append([]string{}, deploy.Spec.Template.Spec.Containers[0].Args...)
+	args := append(append([]string{}, deploy.Spec.Template.Spec.Containers[0].Args...), extra...)
 	for i, a := range args {
 		if strings.HasPrefix(a, "--config=") {
 			args[i] = "--config=" + filepath.Join("..", "..", "manifests", "config.yaml")
 		}
 	}
-	srv := options.NewServer()
-	require.NoError(t, options.Parse("svcguard", args, &bytes.Buffer{}, srv, &servicehost.Options{}, nodeport.NewOptions()))
-	return &deploy, srv
+	srv, host := options.NewServer(), servicehost.NewOptions()
+	require.NoError(t, options.Parse("svcguard", args, &bytes.Buffer{}, srv, host, nodeport.NewOptions()))
+	return &deploy, srv, host
 }
 
 // TestManifestGracePeriodCoversTheDrain proves the kubelet waits for the
 // whole shutdown: drain, then in-flight requests.
 func TestManifestGracePeriodCoversTheDrain(t *testing.T) {
-	deploy, srv := shippedSettings(t)
+	deploy, srv, _ := shippedSettings(t)
 	grace := time.Duration(*deploy.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
 	assert.Greater(t, grace, srv.ShutdownDrain+srv.ShutdownTimeout,
 		"terminationGracePeriodSeconds must exceed shutdown-drain + shutdown-timeout")
@@ -66,7 +67,7 @@ func TestManifestGracePeriodCoversTheDrain(t *testing.T) {
 // watch the configurations it is told to read, and that those are the
 // shipped ones.
 func TestManifestRBACGrantsReadinessItsConfigurations(t *testing.T) {
-	_, srv := shippedSettings(t)
+	_, srv, _ := shippedSettings(t)
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
 	readManifest(t, "webhook/mutating.yaml", &mwc)
 	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
@@ -74,10 +75,7 @@ func TestManifestRBACGrantsReadinessItsConfigurations(t *testing.T) {
 	assert.Equal(t, mwc.Name, srv.MutatingWebhookConfiguration)
 	assert.Equal(t, vwc.Name, srv.ValidatingWebhookConfiguration)
 
-	data, err := os.ReadFile(filepath.Join("..", "..", "manifests", "rbac.yaml"))
-	require.NoError(t, err)
-	var role rbacv1.ClusterRole
-	require.NoError(t, yaml.Unmarshal(bytes.Split(data, []byte("\n---\n"))[0], &role))
+	role := clusterRole(t, "rbac.yaml")
 	granted := map[string][]string{}
 	for _, rule := range role.Rules {
 		if slices.Contains(rule.APIGroups, "admissionregistration.k8s.io") {
@@ -107,4 +105,53 @@ func TestManifestNodePortGuardPointsAtTheServedPath(t *testing.T) {
 	readManifest(t, "webhook/validating.yaml", &vwc)
 	require.Len(t, vwc.Webhooks, 1)
 	assert.Equal(t, nodeport.Path, *vwc.Webhooks[0].ClientConfig.Service.Path)
+}
+
+// clusterRole reads the first document of a manifest file as a ClusterRole.
+func clusterRole(t *testing.T, name string) rbacv1.ClusterRole {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "manifests", name))
+	require.NoError(t, err)
+	var role rbacv1.ClusterRole
+	require.NoError(t, yaml.Unmarshal(bytes.Split(data, []byte("\n---\n"))[0], &role))
+	return role
+}
+
+func grants(role rbacv1.ClusterRole, resource, verb string) bool {
+	for _, r := range role.Rules {
+		if slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestManifestEvictionIsGrantedOnlyWithRemediation proves the base install
+// cannot evict, and the remediation overlay both grants it and turns it on.
+func TestManifestEvictionIsGrantedOnlyWithRemediation(t *testing.T) {
+	assert.False(t, grants(clusterRole(t, "rbac.yaml"), "pods/eviction", "create"), "the base install must not evict")
+	for _, need := range []struct{ resource, verb string }{{"namespaces", "watch"}, {"events", "create"}} {
+		assert.True(t, grants(clusterRole(t, "rbac.yaml"), need.resource, need.verb), "the audits need %s %s", need.verb, need.resource)
+	}
+	assert.True(t, grants(clusterRole(t, "remediation/rbac.yaml"), "pods/eviction", "create"))
+
+	var overlay struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Resources  []string `json:"resources"`
+		Patches    []struct {
+			Target map[string]string `json:"target"`
+			Patch  string            `json:"patch"`
+		} `json:"patches"`
+	}
+	readManifest(t, "remediation/kustomization.yaml", &overlay)
+	assert.Equal(t, []string{"../", "rbac.yaml"}, overlay.Resources)
+	require.Len(t, overlay.Patches, 1)
+	var ops []struct{ Op, Path, Value string }
+	require.NoError(t, yaml.Unmarshal([]byte(overlay.Patches[0].Patch), &ops))
+	require.Len(t, ops, 1)
+	_, _, base := shippedSettings(t)
+	assert.False(t, base.RemediateMissedPods, "the base install does not remediate")
+	_, _, host := shippedSettings(t, ops[0].Value)
+	assert.True(t, host.RemediateMissedPods, "the overlay's patch turns remediation on")
 }

@@ -63,6 +63,16 @@ type Server struct {
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// once the listener closed.
 	ShutdownTimeout time.Duration
+	// LeaderElect turns the Lease election for leader-only audits on.
+	LeaderElect bool
+	// LeaderElectionNamespace and LeaderElectionID locate the Lease; an
+	// empty namespace is svcguard's own (see OwnNamespace).
+	LeaderElectionNamespace, LeaderElectionID string
+	// LeaderElectionLeaseDuration, LeaderElectionRenewDeadline and
+	// LeaderElectionRetryPeriod are client-go's election timings.
+	LeaderElectionLeaseDuration, LeaderElectionRenewDeadline, LeaderElectionRetryPeriod time.Duration
+	// AuditInterval is the time between passes of the leader-only audits.
+	AuditInterval time.Duration
 	// Log holds controller-runtime's zap logging flags.
 	Log zap.Options
 }
@@ -81,6 +91,12 @@ func NewServer() *Server {
 		StartupGrace:                   2 * time.Minute,
 		ShutdownDrain:                  15 * time.Second,
 		ShutdownTimeout:                10 * time.Second,
+
+		LeaderElectionID:            "svcguard",
+		LeaderElectionLeaseDuration: 15 * time.Second,
+		LeaderElectionRenewDeadline: 10 * time.Second,
+		LeaderElectionRetryPeriod:   2 * time.Second,
+		AuditInterval:               time.Minute,
 	}
 }
 
@@ -108,6 +124,19 @@ func (s *Server) AddFlags(fs *flag.FlagSet) {
 		"After SIGTERM: how long /readyz fails while the webhook listener keeps answering, each answer closing its connection, before the listener closes.")
 	fs.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", s.ShutdownTimeout,
 		"After the drain: how long in-flight admission requests may take to finish before the process exits.")
+	fs.BoolVar(&s.LeaderElect, "leader-elect", s.LeaderElect,
+		"Elect a leader through a coordination.k8s.io Lease to run the audits once per cluster; off: this replica runs them. Webhooks are served by every replica either way.")
+	fs.StringVar(&s.LeaderElectionNamespace, "leader-election-namespace", s.LeaderElectionNamespace,
+		"Namespace of the Lease; empty: svcguard's own ($POD_NAMESPACE, else the service account's namespace).")
+	fs.StringVar(&s.LeaderElectionID, "leader-election-id", s.LeaderElectionID, "Name of the Lease.")
+	fs.DurationVar(&s.LeaderElectionLeaseDuration, "leader-election-lease-duration", s.LeaderElectionLeaseDuration,
+		"How long followers wait after the last renewal before taking a Lease over (a replica that stops releases it at once).")
+	fs.DurationVar(&s.LeaderElectionRenewDeadline, "leader-election-renew-deadline", s.LeaderElectionRenewDeadline,
+		"How long the leader keeps trying to renew before it gives leadership up.")
+	fs.DurationVar(&s.LeaderElectionRetryPeriod, "leader-election-retry-period", s.LeaderElectionRetryPeriod,
+		"Time between attempts to acquire or renew the Lease.")
+	fs.DurationVar(&s.AuditInterval, "audit-interval", s.AuditInterval,
+		"Time between passes of the leader-only audits (missed injections, nodePorts not correctly allocated).")
 	s.Log.BindFlags(fs)
 }
 
@@ -134,6 +163,10 @@ func (s *Server) Validate() error {
 		{"startup-grace", s.StartupGrace, false},
 		{"shutdown-drain", s.ShutdownDrain, false},
 		{"shutdown-timeout", s.ShutdownTimeout, true},
+		{"leader-election-lease-duration", s.LeaderElectionLeaseDuration, true},
+		{"leader-election-renew-deadline", s.LeaderElectionRenewDeadline, true},
+		{"leader-election-retry-period", s.LeaderElectionRetryPeriod, true},
+		{"audit-interval", s.AuditInterval, true},
 	} {
 		if d.positive && d.value <= 0 {
 			return fmt.Errorf("--%s=%s must be a positive duration (for example \"10s\")", d.flag, d.value)
@@ -142,7 +175,35 @@ func (s *Server) Validate() error {
 			return fmt.Errorf("--%s=%s must not be negative (0 turns it off)", d.flag, d.value)
 		}
 	}
+	// client-go's own constraints, said in flag names.
+	if s.LeaderElectionLeaseDuration <= s.LeaderElectionRenewDeadline {
+		return fmt.Errorf("--leader-election-lease-duration=%s must be longer than --leader-election-renew-deadline=%s",
+			s.LeaderElectionLeaseDuration, s.LeaderElectionRenewDeadline)
+	}
+	if float64(s.LeaderElectionRenewDeadline) <= 1.2*float64(s.LeaderElectionRetryPeriod) {
+		return fmt.Errorf("--leader-election-renew-deadline=%s must be longer than 1.2 x --leader-election-retry-period=%s",
+			s.LeaderElectionRenewDeadline, s.LeaderElectionRetryPeriod)
+	}
+	if s.LeaderElect && s.LeaderElectionID == "" {
+		return errors.New("--leader-election-id is empty: give the Lease a name")
+	}
 	return nil
+}
+
+// serviceAccountNamespace is where the kubelet mounts the Pod's namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// OwnNamespace returns svcguard's own namespace: $POD_NAMESPACE (the
+// manifests set it through the downward API), else the mounted service
+// account's namespace; empty when neither exists (outside a cluster).
+func OwnNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if data, err := os.ReadFile(serviceAccountNamespace); err == nil {
+		return strings.TrimSpace(string(data))
+	}
+	return ""
 }
 
 // Parse fills the components from args and, when --config names one, from a

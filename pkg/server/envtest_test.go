@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,9 +18,11 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/svcguard/svcguard/pkg/certtest"
+	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/server"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
@@ -188,4 +192,129 @@ func TestEnvtestRotatedCertificateIsServedAndReadinessStaysGreen(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	waitReadiness(t, true, "[+]tls passing", "[+]serving passing", "[+]ca-bundle passing")
+}
+
+// replica is one more svcguard server in this process, on its own address.
+type replica struct {
+	name     string
+	srv      *server.Server
+	url      string
+	leading  atomic.Bool // set by its leader-only task while it runs
+	stopping atomic.Bool
+
+	cancel   context.CancelFunc
+	done     <-chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// stop shuts the replica down (once) and returns its exit error.
+func (r *replica) stop() error {
+	r.stopOnce.Do(func() {
+		r.stopping.Store(true)
+		r.cancel()
+		r.stopErr = <-r.done
+	})
+	return r.stopErr
+}
+
+func startReplica(t *testing.T, name string, lease func(*options.Server)) *replica {
+	t.Helper()
+	opts, err := suite.Env.ServerOptions()
+	require.NoError(t, err)
+	opts.WebhookBindAddress, err = testenv.FreeAddress()
+	require.NoError(t, err)
+	lease(opts)
+	r := &replica{name: name, url: "https://" + opts.WebhookBindAddress + "/webhooks/service-host"}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done, err = suite.Env.Serve(ctx, opts, func(s *server.Server) error {
+		r.srv = s
+		s.AddLeaderTask(manager.RunnableFunc(func(ctx context.Context) error {
+			r.leading.Store(true)
+			<-ctx.Done()
+			r.leading.Store(false)
+			return nil
+		}))
+		return registerStandIns(s)
+	})
+	require.NoError(t, err, "replica %s must start", name)
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+func leaders(rs ...*replica) []string {
+	var out []string
+	for _, r := range rs {
+		if r.srv.Leading() && r.leading.Load() {
+			out = append(out, r.name)
+		}
+	}
+	return out
+}
+
+// TestEnvtestTwoReplicasShareALease: exactly one of two replicas leads;
+// stopped, it hands the Lease over, and the other leads within the renew
+// deadline (well before the lease would expire); both answer admission
+// requests throughout, leader or not.
+func TestEnvtestTwoReplicasShareALease(t *testing.T) {
+	const leaseDuration, renewDeadline = 30 * time.Second, 20 * time.Second
+	lease := func(o *options.Server) {
+		o.LeaderElect = true
+		o.LeaderElectionNamespace, o.LeaderElectionID = "default", "svcguard-two-replicas"
+		o.LeaderElectionLeaseDuration, o.LeaderElectionRenewDeadline, o.LeaderElectionRetryPeriod = leaseDuration, renewDeadline, 500*time.Millisecond
+	}
+	a, b := startReplica(t, "a", lease), startReplica(t, "b", lease)
+
+	// Both answer admission requests, all along, until one is stopped.
+	review, err := testenv.PodCreateReview()
+	require.NoError(t, err)
+	client := suite.Env.WebhookClient()
+	var mu sync.Mutex
+	var failures []string
+	stopSending := make(chan struct{})
+	var sending sync.WaitGroup
+	for _, r := range []*replica{a, b} {
+		sending.Go(func() {
+			for {
+				select {
+				case <-stopSending:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				sent := time.Now()
+				if _, err := testenv.SendReview(context.Background(), client, r.url, review); err != nil {
+					if r.stopping.Load() {
+						continue // a replica that was stopped no longer answers: expected
+					}
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("replica %s at %s: %v", r.name, sent.Format(time.StampMilli), err))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+
+	require.Eventually(t, func() bool { return len(leaders(a, b)) == 1 }, renewDeadline, 100*time.Millisecond, "one replica must lead")
+	first := leaders(a, b)[0]
+	for range 20 { // a few retry periods: never two leaders
+		require.Len(t, leaders(a, b), 1, "exactly one replica leads")
+		time.Sleep(100 * time.Millisecond)
+	}
+	old, survivor := a, b
+	if first == "b" {
+		old, survivor = b, a
+	}
+
+	now := time.Now()
+	require.NoError(t, old.stop(), "the leader stops cleanly")
+	require.Eventually(t, func() bool { return survivor.srv.Leading() && survivor.leading.Load() }, renewDeadline, 100*time.Millisecond,
+		"replica %s must take the Lease over within the renew deadline (%s; the lease lasts %s, so only a released Lease allows that)",
+		survivor.name, renewDeadline, leaseDuration)
+	t.Logf("replica %s led; replica %s took over %s after it stopped", first, survivor.name, time.Since(now).Round(time.Millisecond))
+
+	time.Sleep(500 * time.Millisecond) // the new leader keeps answering too
+	close(stopSending)
+	sending.Wait()
+	assert.Empty(t, failures, "every admission request to a running replica must be answered")
 }

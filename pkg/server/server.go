@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +21,8 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -29,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/svcguard/svcguard/pkg/leader"
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/readiness"
 	"github.com/svcguard/svcguard/pkg/version"
@@ -68,7 +72,21 @@ type Server struct {
 	hooks    webhook.Server
 	listener *listener
 	configs  *readiness.Configurations
+	elector  *leader.Elector
+	auditing Auditing
 	webhooks []Webhook
+}
+
+// Auditing is what a leader-only audit needs from the server.
+type Auditing struct {
+	// Client reaches the API server.
+	Client kubernetes.Interface
+	// Recorder writes Kubernetes Events as "svcguard".
+	Recorder events.EventRecorder
+	// Interval is the time between passes (--audit-interval).
+	Interval time.Duration
+	// OwnNamespace is svcguard's namespace, empty outside a cluster.
+	OwnNamespace string
 }
 
 // New builds a server from opts. It fails, with an error naming the problem,
@@ -78,6 +96,8 @@ type Server struct {
 func New(opts *options.Server) (*Server, error) {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.Log)))
 	logger := ctrl.Log.WithName("svcguard")
+	// client-go (leader election, informers) logs through klog: same format.
+	klog.SetLogger(ctrl.Log.WithName("client-go"))
 
 	certs, err := certwatcher.New(filepath.Join(opts.CertDir, CertFile), filepath.Join(opts.CertDir, KeyFile))
 	if err != nil {
@@ -119,6 +139,25 @@ func New(opts *options.Server) (*Server, error) {
 	if err := mgr.Add(configs); err != nil {
 		return nil, fmt.Errorf("cannot watch the webhook configurations: %w", err)
 	}
+	own := options.OwnNamespace()
+	leaseNamespace := opts.LeaderElectionNamespace
+	if leaseNamespace == "" {
+		leaseNamespace = own
+	}
+	elector, err := leader.New(clientset, leader.Options{
+		Enabled:       opts.LeaderElect,
+		Namespace:     leaseNamespace,
+		Name:          opts.LeaderElectionID,
+		LeaseDuration: opts.LeaderElectionLeaseDuration,
+		RenewDeadline: opts.LeaderElectionRenewDeadline,
+		RetryPeriod:   opts.LeaderElectionRetryPeriod,
+	}, logger.WithName("leader"))
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(elector); err != nil {
+		return nil, fmt.Errorf("cannot start the leader election: %w", err)
+	}
 
 	// A never-started controller-runtime webhook server is the registry of
 	// handlers: Register wraps each in controller-runtime's webhook metrics
@@ -140,6 +179,13 @@ func New(opts *options.Server) (*Server, error) {
 		hooks:    hooks,
 		listener: newListener(opts.WebhookBindAddress, tlsConfig, mux, logger.WithName("webhook-listener")),
 		configs:  configs,
+		elector:  elector,
+		auditing: Auditing{
+			Client:       clientset,
+			Recorder:     mgr.GetEventRecorder("svcguard"),
+			Interval:     opts.AuditInterval,
+			OwnNamespace: own,
+		},
 	}, nil
 }
 
@@ -153,6 +199,25 @@ func (s *Server) Register(w Webhook) {
 		return
 	}
 	s.log.Info("webhook registered", "webhook", w.Name, "path", w.Path)
+}
+
+// AddLeaderTask runs task only on the replica that leads (every replica
+// when --leader-elect is off), for work that must happen once per cluster.
+// A nil task (an audit its settings turn off) is ignored.
+func (s *Server) AddLeaderTask(task manager.Runnable) {
+	if task != nil {
+		s.elector.Add(task)
+	}
+}
+
+// Auditing gives leader-only audits their client, recorder and settings.
+func (s *Server) Auditing() Auditing {
+	return s.auditing
+}
+
+// Leading tells whether this replica leads now.
+func (s *Server) Leading() bool {
+	return s.elector.Leading()
 }
 
 // Decoder decodes admission request objects with the server's API scheme.
@@ -216,6 +281,9 @@ func (s *Server) Run(ctx context.Context) error {
 			close(stopped)
 		}()
 	}
+	// Audits need no drain: hand the Lease over first, so another replica
+	// takes them over at once.
+	s.elector.Release()
 	shutdownErr := shutdownSequence(monitor, s.listener, s.opts.ShutdownDrain, s.opts.ShutdownTimeout, stopped, s.log)
 	if err := <-served; err != nil {
 		return fmt.Errorf("webhook listener: %w", err)

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/svcguard/svcguard/pkg/slim"
 )
 
 // Index names.
@@ -20,19 +22,18 @@ const (
 )
 
 // slimPod is all the cache keeps of a Pod: its name and the hostPorts it
-// uses inside the nodePort range (none for almost every Pod). It implements
-// metav1.ObjectMetaAccessor only so that client-go can key it.
+// uses inside the nodePort range (none for almost every Pod).
 type slimPod struct {
-	namespace, name string
-	hostPorts       []protoPort
+	slim.Key
+	hostPorts []protoPort
 }
 
 // slimService is all the cache keeps of a Service: its name and ports, and
 // the pins its annotation declares.
 type slimService struct {
-	namespace, name string
-	ports           []corev1.ServicePort
-	pins            map[string]int32
+	slim.Key
+	ports []corev1.ServicePort
+	pins  map[string]int32
 }
 
 type protoPort struct {
@@ -44,40 +45,10 @@ func (p protoPort) key() string {
 	return string(p.protocol) + "/" + strconv.Itoa(int(p.port))
 }
 
-// GetObjectMeta implements metav1.ObjectMetaAccessor, for client-go's key function.
-func (p *slimPod) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Namespace: p.namespace, Name: p.name}
-}
-
-// GetObjectMeta implements metav1.ObjectMetaAccessor, for client-go's key function.
-func (s *slimService) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Namespace: s.namespace, Name: s.name}
-}
-
-// interner interns namespace names: a cluster has few namespaces and many
-// Pods, so sharing one copy of each saves a string per Pod.
-type interner struct {
-	mu   sync.Mutex
-	seen map[string]string
-}
-
-func (s *interner) intern(v string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.seen == nil {
-		s.seen = map[string]string{}
-	}
-	if c, ok := s.seen[v]; ok {
-		return c
-	}
-	s.seen[v] = v
-	return v
-}
-
 // transforms turn API objects into what the cache keeps.
 type transforms struct {
 	nodePorts Range
-	names     interner
+	names     slim.Interner
 }
 
 // pod keeps a Pod's key and its hostPorts inside the nodePort range.
@@ -86,7 +57,7 @@ func (t *transforms) pod(obj any) (any, error) {
 	if !ok {
 		return obj, nil // a cache.DeletedFinalStateUnknown tombstone carries its last slim state
 	}
-	slim := &slimPod{namespace: t.names.intern(pod.Namespace), name: pod.Name}
+	out := &slimPod{Key: slim.Key{Namespace: t.names.Intern(pod.Namespace), Name: pod.Name}}
 	add := func(cs []corev1.Container) {
 		for _, c := range cs {
 			for _, p := range c.Ports {
@@ -95,14 +66,14 @@ func (t *transforms) pod(obj any) (any, error) {
 					if proto == "" {
 						proto = corev1.ProtocolTCP
 					}
-					slim.hostPorts = append(slim.hostPorts, protoPort{proto, p.HostPort})
+					out.hostPorts = append(out.hostPorts, protoPort{proto, p.HostPort})
 				}
 			}
 		}
 	}
 	add(pod.Spec.InitContainers)
 	add(pod.Spec.Containers)
-	return slim, nil
+	return out, nil
 }
 
 // service keeps a Service's key, ports and annotation pins.
@@ -111,16 +82,16 @@ func (t *transforms) service(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	slim := &slimService{namespace: t.names.intern(svc.Namespace), name: svc.Name}
+	out := &slimService{Key: slim.Key{Namespace: t.names.Intern(svc.Namespace), Name: svc.Name}}
 	for _, p := range svc.Spec.Ports {
-		slim.ports = append(slim.ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, NodePort: p.NodePort})
+		out.ports = append(out.ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, NodePort: p.NodePort})
 	}
 	if value, ok := svc.Annotations[PinAnnotation]; ok {
 		// A malformed annotation pins nothing here; the webhook denies it on the
 		// Service's next change and the audit reports it.
-		slim.pins, _ = ParsePinAnnotation(value)
+		out.pins, _ = ParsePinAnnotation(value)
 	}
-	return slim, nil
+	return out, nil
 }
 
 func podIndexers() cache.Indexers {
@@ -200,6 +171,23 @@ func (c *Caches) NeedLeaderElection() bool {
 	return false
 }
 
+// OnServiceChange calls f after every Service event; stop ends that.
+func (c *Caches) OnServiceChange(f func()) (stop func(), err error) {
+	inf, ok := c.services.(cache.SharedIndexInformer)
+	if !ok {
+		return nil, fmt.Errorf("the Service cache is not an informer (%T)", c.services)
+	}
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { f() },
+		UpdateFunc: func(any, any) { f() },
+		DeleteFunc: func(any) { f() },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = inf.RemoveEventHandler(reg) }, nil
+}
+
 // Synced implements View.
 func (c *Caches) Synced() bool {
 	return c.pods.HasSynced() && c.services.HasSynced()
@@ -213,7 +201,7 @@ func (c *Caches) AnnotationPins(nodePort int32) []PortRef {
 		svc := obj.(*slimService)
 		for port, n := range svc.pins {
 			if n == nodePort {
-				refs = append(refs, PortRef{Namespace: svc.namespace, Name: svc.name, Port: port})
+				refs = append(refs, PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: port})
 			}
 		}
 	}
@@ -226,7 +214,7 @@ func (c *Caches) HostPortPods(nodePort int32, protocol corev1.Protocol) []string
 	names := make([]string, 0, len(objs))
 	for _, obj := range objs {
 		pod := obj.(*slimPod)
-		names = append(names, pod.namespace+"/"+pod.name)
+		names = append(names, pod.Key.String())
 	}
 	return names
 }

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/svcguard/svcguard/pkg/slim"
 )
 
 // indexerView is a View over plain indexers filled through the real
@@ -77,24 +79,16 @@ func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
 	assert.Empty(t, c.HostPortPods(8080, corev1.ProtocolTCP), "hostPorts outside the range are not cached")
 	assert.Equal(t, []PortRef{{Namespace: "b", Name: "db", Port: "pg"}}, c.AnnotationPins(31500))
 
-	slim, _, _ := v.pods.GetByKey("team-3/app-3-7f9c8d6b5-x00003")
-	assert.Equal(t, &slimPod{namespace: "team-3", name: "app-3-7f9c8d6b5-x00003"}, slim, "a Pod keeps its key and nothing else")
+	kept, _, _ := v.pods.GetByKey("team-3/app-3-7f9c8d6b5-x00003")
+	assert.Equal(t, &slimPod{Key: slim.Key{Namespace: "team-3", Name: "app-3-7f9c8d6b5-x00003"}}, kept, "a Pod keeps its key and nothing else")
 
 	// The guard judges through the cache view exactly as through any View.
 	v2 := testGuard().Judge(Review{New: service("x", "y", port("p", 1, 31500)), View: c})
 	assert.Contains(t, v2.Denials[0], "31500 is pinned to b/db:pg")
 
-	require.NoError(t, v.pods.Delete(slim))
+	require.NoError(t, v.pods.Delete(kept))
 	_, exists, _ := v.pods.GetByKey("team-3/app-3-7f9c8d6b5-x00003")
 	assert.False(t, exists, "a deleted Pod is removed by its slim key")
-}
-
-func heapAfterGC() uint64 {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
 
 // BenchmarkCacheMemory feeds 100k synthetic Pods (1% with a hostPort in the
@@ -103,7 +97,7 @@ func heapAfterGC() uint64 {
 func BenchmarkCacheMemory(b *testing.B) {
 	const pods, services = 100_000, 10_000
 	for i := 0; i < b.N; i++ {
-		before := heapAfterGC()
+		before := slim.HeapAfterGC()
 		v, tr := newIndexerView()
 		for p := 0; p < pods; p++ {
 			hostPort := int32(0)
@@ -112,11 +106,11 @@ func BenchmarkCacheMemory(b *testing.B) {
 			}
 			add(b, v.pods, tr.pod, syntheticPod(p, hostPort))
 		}
-		podHeap := heapAfterGC() - before
+		podHeap := slim.HeapAfterGC() - before
 		for s := 0; s < services; s++ {
 			add(b, v.services, tr.service, syntheticService(s))
 		}
-		total := heapAfterGC() - before
+		total := slim.HeapAfterGC() - before
 		b.ReportMetric(float64(podHeap)/pods, "B/pod")
 		b.ReportMetric(float64(total-podHeap)/services, "B/service")
 		b.ReportMetric(float64(total)/(1<<20), "MiB-total")

@@ -47,7 +47,8 @@ type Options struct {
 	// NodePortAdmins are users (or group:NAME) who may force any change.
 	NodePortAdmins options.List
 
-	guard Guard
+	guard  Guard
+	caches *Caches
 }
 
 // NewOptions returns the guard's options with their defaults.
@@ -134,6 +135,7 @@ func (o *Options) Webhook(mgr manager.Manager, decoder admission.Decoder) (serve
 	if err := mgr.Add(caches); err != nil {
 		return server.Webhook{}, fmt.Errorf("node-port guard: starting the caches: %w", err)
 	}
+	o.caches = caches
 	guard := o.guard
 	degraded := metrics.DegradedDecisions.WithLabelValues(Name)
 	return server.Webhook{
@@ -148,4 +150,14 @@ func (o *Options) Webhook(mgr manager.Manager, decoder admission.Decoder) (serve
 		},
 		CachesSynced: caches.Synced,
 	}, nil
+}
+
+// Audit builds the leader-only nodePort audit on the caches that Webhook
+// started; call Webhook first.
+func (o *Options) Audit(a server.Auditing) (manager.Runnable, error) {
+	if o.caches == nil {
+		return nil, fmt.Errorf("node-port audit: the guard's caches are not set up (build the webhook first)")
+	}
+	guard := o.guard
+	return NewAudit(&guard, o.caches, a.Client, a.Recorder, a.Interval, log.Log.WithName(Name+"-audit")), nil
 }

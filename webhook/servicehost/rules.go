@@ -126,3 +126,86 @@ func firstReference(env []corev1.EnvVar, vars []corev1.EnvVar) int {
 	}
 	return len(env)
 }
+
+// SetsHostVar tells whether any init or regular container of pod defines
+// KUBERNETES_SERVICE_HOST, injected or its owner's own. Ephemeral containers
+// do not count: they come and go after the Pod was admitted.
+func SetsHostVar(pod *corev1.Pod) bool {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if defines(c.Env, HostVar) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// PodFacts are what decides whether the webhook missed a stored Pod.
+type PodFacts struct {
+	// OptedOut and NamespaceOptedOut: the Pod or its Namespace carries the opt-out label.
+	OptedOut, NamespaceOptedOut bool
+	// SetsHostVar: some container defines KUBERNETES_SERVICE_HOST (see SetsHostVar).
+	SetsHostVar bool
+	// Finished: the Pod succeeded or failed; its containers run no more.
+	Finished bool
+	// Mirror: the kubelet's mirror of a static Pod, which runs from the node's manifest, not from the API.
+	Mirror bool
+}
+
+// Missed tells whether a stored Pod should have been injected but was not:
+// it was admitted while no replica answered under failurePolicy Ignore, or
+// before svcguard was installed. A Pod where any container sets the
+// variable itself is its owner's business and never missed.
+func Missed(f PodFacts) bool {
+	return !f.OptedOut && !f.NamespaceOptedOut && !f.SetsHostVar && !f.Finished && !f.Mirror
+}
+
+// OwnerKind is the kind of a Pod's controller, as far as remediation cares.
+type OwnerKind uint8
+
+// The controllers remediation tells apart.
+const (
+	// NoController: a bare Pod.
+	NoController OwnerKind = iota
+	ReplicaSet
+	StatefulSet
+	DaemonSet
+	Job
+	// OtherController: any other kind (a Node for mirror Pods, custom controllers).
+	OtherController
+)
+
+// OwnerKindOf classifies the controller owner reference of pod.
+func OwnerKindOf(pod *corev1.Pod) OwnerKind {
+	for _, ref := range pod.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			continue
+		}
+		switch {
+		case ref.APIVersion == "apps/v1" && ref.Kind == "ReplicaSet":
+			return ReplicaSet
+		case ref.APIVersion == "apps/v1" && ref.Kind == "StatefulSet":
+			return StatefulSet
+		case ref.APIVersion == "apps/v1" && ref.Kind == "DaemonSet":
+			return DaemonSet
+		case ref.APIVersion == "batch/v1" && ref.Kind == "Job":
+			return Job
+		default:
+			return OtherController
+		}
+	}
+	return NoController
+}
+
+// Remediable tells whether a missed Pod may be evicted so that its
+// controller re-creates it, injected: only Pods that a ReplicaSet,
+// StatefulSet or DaemonSet controls (they come back), never bare Pods (they
+// would not), never Jobs' Pods (a re-run is not a restart), and never in
+// svcguard's own namespace (svcguard must not disrupt itself).
+func Remediable(owner OwnerKind, namespace, ownNamespace string) bool {
+	if namespace == ownNamespace && ownNamespace != "" {
+		return false
+	}
+	return owner == ReplicaSet || owner == StatefulSet || owner == DaemonSet
+}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/svcguard/svcguard/pkg/metrics"
@@ -38,6 +40,16 @@ type Options struct {
 	ServiceHost string
 	// ServicePort is the value of KUBERNETES_SERVICE_PORT; empty: not injected.
 	ServicePort string
+	// RemediateMissedPods lets the audit evict missed Pods that a
+	// ReplicaSet, StatefulSet or DaemonSet controls.
+	RemediateMissedPods bool
+	// RemediationRate caps evictions per minute.
+	RemediationRate int
+}
+
+// NewOptions returns the webhook's options with their defaults.
+func NewOptions() *Options {
+	return &Options{RemediationRate: 10}
 }
 
 // AddFlags implements options.Component.
@@ -46,6 +58,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		"Value of KUBERNETES_SERVICE_HOST injected into every container (an IP or DNS name of the API server); empty turns the service-host webhook off.")
 	fs.StringVar(&o.ServicePort, "service-port", o.ServicePort,
 		"Value of KUBERNETES_SERVICE_PORT injected alongside; empty: the port variable is not injected.")
+	fs.BoolVar(&o.RemediateMissedPods, "remediate-missed-pods", o.RemediateMissedPods,
+		"Let the leader's audit evict Pods that missed the injection and that a ReplicaSet, StatefulSet or DaemonSet controls, so they come back injected (needs the pods/eviction RBAC of manifests/remediation).")
+	fs.IntVar(&o.RemediationRate, "remediation-rate", o.RemediationRate,
+		"Most evictions per minute of --remediate-missed-pods.")
 }
 
 // Validate implements options.Component: the host must be something
@@ -66,6 +82,9 @@ func (o *Options) Validate() error {
 		if o.ServiceHost == "" {
 			return fmt.Errorf("--service-port=%q needs --service-host: the port is only injected with a host", o.ServicePort)
 		}
+	}
+	if o.RemediationRate < 1 {
+		return fmt.Errorf("--remediation-rate=%d must be at least 1 eviction per minute", o.RemediationRate)
 	}
 	return nil
 }
@@ -90,4 +109,18 @@ func (o *Options) Webhook(decoder admission.Decoder) server.Webhook {
 			OnInjected: func(n int) { injectedContainers.Add(float64(n)) },
 		},
 	}
+}
+
+// Audit builds the leader-only missed-injection audit; nil while the
+// webhook is off (nothing is meant to be injected).
+func (o *Options) Audit(a server.Auditing) (manager.Runnable, error) {
+	if o.ServiceHost == "" {
+		return nil, nil
+	}
+	return NewAudit(a.Client, a.Recorder, AuditOptions{
+		Interval:      a.Interval,
+		Remediate:     o.RemediateMissedPods,
+		RatePerMinute: o.RemediationRate,
+		OwnNamespace:  a.OwnNamespace,
+	}, log.Log.WithName(Name+"-audit"))
 }

@@ -1,0 +1,295 @@
+package servicehost
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
+
+	"github.com/svcguard/svcguard/pkg/leader"
+	"github.com/svcguard/svcguard/pkg/metrics"
+	"github.com/svcguard/svcguard/pkg/slim"
+)
+
+var (
+	podsMissing = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_pods_missing_service_host",
+		Help: "Running Pods that should carry KUBERNETES_SERVICE_HOST but do not (admitted while no replica answered, or before svcguard); set by the leader's audit, 0 elsewhere.",
+	})
+	podsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "svcguard_missed_pods_evicted_total",
+		Help: "Missed Pods evicted by --remediate-missed-pods so that their controller re-creates them injected.",
+	})
+)
+
+func init() {
+	metrics.MustRegister(podsMissing, podsEvicted)
+}
+
+// Event reasons the audit writes.
+const (
+	MissedReason     = "ServiceHostNotInjected"
+	RemediatedReason = "ServiceHostRemediation"
+)
+
+// auditedPod is all the audit keeps of a Pod: its key, creation time,
+// controller kind and the facts Missed needs (the namespace's opt-out is
+// looked up when judging, as it can change after the Pod).
+type auditedPod struct {
+	slim.Key
+	created int64 // Unix seconds
+	owner   OwnerKind
+	facts   podFacts
+}
+
+// podFacts packs the Pod's own PodFacts into one byte.
+type podFacts uint8
+
+const (
+	factOptedOut podFacts = 1 << iota
+	factSetsHostVar
+	factFinished
+	factMirror
+)
+
+func (f podFacts) with(namespaceOptedOut bool) PodFacts {
+	return PodFacts{
+		OptedOut:          f&factOptedOut != 0,
+		NamespaceOptedOut: namespaceOptedOut,
+		SetsHostVar:       f&factSetsHostVar != 0,
+		Finished:          f&factFinished != 0,
+		Mirror:            f&factMirror != 0,
+	}
+}
+
+// auditedNamespace keeps a Namespace's name and opt-out.
+type auditedNamespace struct {
+	slim.Key
+	optedOut bool
+}
+
+// candidateIndex indexes the Pods that Missed would report unless their
+// Namespace opted out, so that a pass reads those only, never all Pods.
+const candidateIndex = "missedCandidate"
+
+// auditTransforms turn API objects into what the audit keeps.
+type auditTransforms struct{ names slim.Interner }
+
+func (t *auditTransforms) pod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone carries its last slim state
+	}
+	out := &auditedPod{
+		Key:     slim.Key{Namespace: t.names.Intern(pod.Namespace), Name: pod.Name},
+		created: pod.CreationTimestamp.Unix(),
+		owner:   OwnerKindOf(pod),
+	}
+	if OptedOut(pod.Labels) {
+		out.facts |= factOptedOut
+	}
+	if SetsHostVar(pod) {
+		out.facts |= factSetsHostVar
+	}
+	// A finished or terminating Pod runs no new clients: nothing to report or evict.
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
+		out.facts |= factFinished
+	}
+	if _, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
+		out.facts |= factMirror
+	}
+	return out, nil
+}
+
+func (t *auditTransforms) namespace(obj any) (any, error) {
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return obj, nil
+	}
+	return &auditedNamespace{Key: slim.Key{Name: t.names.Intern(ns.Name)}, optedOut: OptedOut(ns.Labels)}, nil
+}
+
+func candidateIndexers() cache.Indexers {
+	return cache.Indexers{candidateIndex: func(obj any) ([]string, error) {
+		p, ok := obj.(*auditedPod)
+		if !ok || !Missed(p.facts.with(false)) {
+			return nil, nil
+		}
+		return []string{"yes"}, nil
+	}}
+}
+
+// AuditOptions configure the missed-injection audit.
+type AuditOptions struct {
+	// Interval is the time between passes.
+	Interval time.Duration
+	// Remediate evicts missed Pods that a ReplicaSet, StatefulSet or
+	// DaemonSet controls, at most RatePerMinute per minute.
+	Remediate     bool
+	RatePerMinute int
+	// OwnNamespace is svcguard's namespace, never remediated.
+	OwnNamespace string
+}
+
+// Audit finds Pods that the webhook missed, reports each with an Event, a
+// log line and svcguard_pods_missing_service_host, and, with remediation on,
+// evicts the ones their controller will re-create. It runs on the leader.
+type Audit struct {
+	opts     AuditOptions
+	client   kubernetes.Interface
+	recorder events.EventRecorder
+	log      logr.Logger
+	limiter  *rate.Limiter
+
+	pods, namespaces cache.SharedIndexInformer
+	// reported holds the keys already given an Event this term, so that each
+	// missed Pod is reported once, not once per pass.
+	reported map[string]bool
+}
+
+// NewAudit builds the audit's informers on client.
+func NewAudit(client kubernetes.Interface, recorder events.EventRecorder, opts AuditOptions, log logr.Logger) (*Audit, error) {
+	t := &auditTransforms{}
+	pods := cache.NewSharedIndexInformer(
+		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "pods", metav1.NamespaceAll, fields.Everything()),
+		&corev1.Pod{}, 0, candidateIndexers())
+	namespaces := cache.NewSharedIndexInformer(
+		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "namespaces", metav1.NamespaceAll, fields.Everything()),
+		&corev1.Namespace{}, 0, cache.Indexers{})
+	if err := pods.SetTransform(t.pod); err != nil {
+		return nil, fmt.Errorf("missed-injection audit: pod cache: %w", err)
+	}
+	if err := namespaces.SetTransform(t.namespace); err != nil {
+		return nil, fmt.Errorf("missed-injection audit: namespace cache: %w", err)
+	}
+	burst := max(1, opts.RatePerMinute)
+	return &Audit{
+		opts: opts, client: client, recorder: recorder, log: log,
+		limiter: rate.NewLimiter(rate.Limit(float64(opts.RatePerMinute)/60), burst),
+		pods:    pods, namespaces: namespaces,
+	}, nil
+}
+
+// Start runs passes every interval until ctx (the leader's term) ends.
+func (a *Audit) Start(ctx context.Context) error {
+	defer podsMissing.Set(0) // only the leader reports
+	go a.pods.RunWithContext(ctx)
+	go a.namespaces.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.namespaces.HasSynced) {
+		return nil // the term ended first
+	}
+	a.reported = map[string]bool{}
+	leader.Passes(ctx, a.opts.Interval, nil, a.pass)
+	return nil
+}
+
+// pass judges every candidate once.
+func (a *Audit) pass(ctx context.Context) {
+	candidates, err := a.pods.GetIndexer().ByIndex(candidateIndex, "yes")
+	if err != nil {
+		a.log.Error(err, "missed-injection audit cannot read its cache")
+		return
+	}
+	missing := 0
+	seen := make(map[string]bool, len(candidates))
+	for _, obj := range candidates {
+		p := obj.(*auditedPod)
+		if !Missed(p.facts.with(a.namespaceOptedOut(p.Namespace))) {
+			continue
+		}
+		missing++
+		key := p.Key.String()
+		seen[key] = true
+		if !a.reported[key] {
+			if a.report(ctx, p) {
+				a.reported[key] = true
+			}
+		}
+		if a.opts.Remediate && Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) && a.limiter.Allow() {
+			a.remediate(ctx, p)
+		}
+	}
+	for key := range a.reported {
+		if !seen[key] {
+			delete(a.reported, key)
+		}
+	}
+	podsMissing.Set(float64(missing))
+}
+
+func (a *Audit) namespaceOptedOut(name string) bool {
+	obj, ok, _ := a.namespaces.GetIndexer().GetByKey(name)
+	return ok && obj.(*auditedNamespace).optedOut
+}
+
+// fresh reads the Pod from the API server and confirms it is still missed:
+// Events and evictions act on the live object, never on a stale cache.
+func (a *Audit) fresh(ctx context.Context, p *auditedPod) (*corev1.Pod, bool) {
+	pod, err := a.client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			a.log.Error(err, "missed-injection audit cannot read the Pod", "pod", p.Key.String())
+		}
+		return nil, false
+	}
+	return pod, !SetsHostVar(pod) && !OptedOut(pod.Labels)
+}
+
+func (a *Audit) report(ctx context.Context, p *auditedPod) bool {
+	pod, missed := a.fresh(ctx, p)
+	if !missed {
+		return false
+	}
+	remedy := "delete it so that it is re-created injected"
+	if Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) {
+		if a.opts.Remediate {
+			remedy = "svcguard evicts it (--remediate-missed-pods) so that its controller re-creates it injected"
+		} else {
+			remedy = "restart it (or turn on --remediate-missed-pods) so that its controller re-creates it injected"
+		}
+	}
+	note := fmt.Sprintf("%s is not set in any container: the Pod was admitted while the service-host webhook could not answer "+
+		"(or before svcguard was installed), so it reaches the API server through the kubernetes Service; %s", HostVar, remedy)
+	a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, MissedReason, "Audit", note)
+	a.log.Info("Pod missed the service-host injection", "pod", p.Key.String(),
+		"created", time.Unix(p.created, 0).UTC(), "remediable", Remediable(p.owner, p.Namespace, a.opts.OwnNamespace))
+	return true
+}
+
+// remediate evicts the Pod through the eviction API, so that
+// PodDisruptionBudgets are honoured; a refused eviction is tried again on a
+// later pass.
+func (a *Audit) remediate(ctx context.Context, p *auditedPod) {
+	pod, missed := a.fresh(ctx, p)
+	if !missed || !Remediable(OwnerKindOf(pod), pod.Namespace, a.opts.OwnNamespace) {
+		return
+	}
+	err := a.client.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
+		ObjectMeta:    metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}},
+	})
+	switch {
+	case err == nil:
+		podsEvicted.Inc()
+		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, RemediatedReason, "Evict",
+			"evicted by svcguard so that its controller re-creates it with %s", HostVar)
+		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.Key.String())
+	case apierrors.IsTooManyRequests(err):
+		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.Key.String())
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		// Gone or replaced meanwhile: nothing to do.
+	default:
+		a.log.Error(err, "cannot evict a Pod that missed the service-host injection", "pod", p.Key.String())
+	}
+}

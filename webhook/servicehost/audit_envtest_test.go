@@ -1,0 +1,120 @@
+package servicehost
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// withWebhookUnreachable points the registered configuration at a dead
+// address (failurePolicy Ignore, as shipped) while create runs: the API
+// server admits Pods without the variables, as during an outage.
+func withWebhookUnreachable(t *testing.T, create func()) {
+	t.Helper()
+	ctx := context.Background()
+	var saved *string
+	edit := func(change func(*admissionregistrationv1.MutatingWebhook)) {
+		require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var cfg admissionregistrationv1.MutatingWebhookConfiguration
+			if err := suite.Env.Client.Get(ctx, client.ObjectKey{Name: "svcguard"}, &cfg); err != nil {
+				return err
+			}
+			change(&cfg.Webhooks[0])
+			return suite.Env.Client.Update(ctx, &cfg)
+		}))
+	}
+	edit(func(w *admissionregistrationv1.MutatingWebhook) {
+		saved = w.ClientConfig.URL
+		w.ClientConfig.URL = ptr.To("https://127.0.0.1:1/webhooks/service-host")
+	})
+	defer edit(func(w *admissionregistrationv1.MutatingWebhook) { w.ClientConfig.URL = saved })
+	create()
+}
+
+func createPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	require.NoError(t, suite.Env.Client.Create(context.Background(), pod))
+	return pod
+}
+
+// eventsFor lists the Events svcguard wrote about the Pod.
+func eventsFor(t *testing.T, pod *corev1.Pod, reason string) []eventsv1.Event {
+	return suite.Env.Events(t, pod.Namespace, pod.Name, reason)
+}
+
+func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := suite.Env.Namespace(t, nil)
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: appsv1.ReplicaSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
+			},
+		},
+	}
+	require.NoError(t, suite.Env.Client.Create(ctx, rs))
+
+	var bare, ofReplicaSet, optedOut *corev1.Pod
+	withWebhookUnreachable(t, func() {
+		bare = createPod(t, newPod(ns, nil))
+		p := newPod(ns, map[string]string{"app": "web"})
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
+		ofReplicaSet = createPod(t, p)
+		optedOut = createPod(t, newPod(ns, map[string]string{OptOutLabel: OptOutValue}))
+	})
+	require.Empty(t, allEnvs(bare)["app"], "the outage let the Pod in without the variables")
+	injected := createPod(t, newPod(ns, nil))
+	wantInjected(t, injected)
+
+	cs, err := suite.Env.Clientset()
+	require.NoError(t, err)
+	recorder, err := suite.Env.Recorder(ctx)
+	require.NoError(t, err)
+	audit, err := NewAudit(cs, recorder, AuditOptions{
+		Interval: 200 * time.Millisecond, Remediate: true, RatePerMinute: 60, OwnNamespace: "svcguard",
+	}, logr.Discard())
+	require.NoError(t, err)
+	go func() { _ = audit.Start(ctx) }()
+
+	require.Eventually(t, func() bool { return len(eventsFor(t, bare, MissedReason)) == 1 }, 20*time.Second, 100*time.Millisecond,
+		"the bare Pod gets one %s Event", MissedReason)
+	note := eventsFor(t, bare, MissedReason)[0].Note
+	assert.Contains(t, note, "KUBERNETES_SERVICE_HOST is not set in any container")
+	assert.Contains(t, note, "delete it so that it is re-created injected", "a bare Pod is not evicted: the Event says what to do")
+	assert.Equal(t, corev1.EventTypeWarning, eventsFor(t, bare, MissedReason)[0].Type)
+
+	require.Eventually(t, func() bool {
+		err := suite.Env.Client.Get(ctx, client.ObjectKeyFromObject(ofReplicaSet), &corev1.Pod{})
+		return apierrors.IsNotFound(err)
+	}, 20*time.Second, 100*time.Millisecond, "the ReplicaSet's missed Pod is evicted")
+	assert.Len(t, eventsFor(t, ofReplicaSet, MissedReason), 1, "reported before it was evicted")
+	assert.Len(t, eventsFor(t, ofReplicaSet, RemediatedReason), 1, "and the eviction is an Event too")
+
+	require.Eventually(t, func() bool { return testutil.ToFloat64(podsMissing) == 1 }, 20*time.Second, 100*time.Millisecond,
+		"svcguard_pods_missing_service_host counts the bare Pod only, once the other is gone (got %v)", testutil.ToFloat64(podsMissing))
+	time.Sleep(time.Second) // a few more passes
+	for _, p := range []*corev1.Pod{bare, optedOut, injected} {
+		assert.NoError(t, suite.Env.Client.Get(ctx, client.ObjectKeyFromObject(p), &corev1.Pod{}), "Pod %s must be left alone", p.Name)
+	}
+	assert.Len(t, eventsFor(t, bare, MissedReason), 1, "each missed Pod is reported once, not once per pass")
+	assert.Empty(t, eventsFor(t, optedOut, MissedReason), "an opted-out Pod is never reported")
+	assert.Empty(t, eventsFor(t, injected, MissedReason), "an injected Pod is never reported")
+}
