@@ -12,7 +12,7 @@ import (
 )
 
 // Namespace creates a namespace named after the test, with labels, and
-// deletes it when the test ends.
+// empties and deletes it when the test ends.
 func (e *Environment) Namespace(t testing.TB, labels map[string]string) string {
 	t.Helper()
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-", " ", "-").Replace(t.Name()))
@@ -23,8 +23,41 @@ func (e *Environment) Namespace(t testing.TB, labels map[string]string) string {
 	if err := e.Client.Create(context.Background(), ns); err != nil {
 		t.Fatalf("creating namespace for %s: %v", t.Name(), err)
 	}
-	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), ns) })
+	t.Cleanup(func() { e.DeleteNamespace(t, ns.Name) })
 	return ns.Name
+}
+
+// DeleteNamespace empties a namespace (EmptyNamespace), then deletes it.
+func (e *Environment) DeleteNamespace(t testing.TB, name string) {
+	t.Helper()
+	e.EmptyNamespace(t, name)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := e.Client.Delete(context.Background(), ns); client.IgnoreNotFound(err) != nil {
+		t.Errorf("deleting namespace %s: %v", name, err)
+	}
+}
+
+// EmptyNamespace deletes the Pods and Services of a namespace. envtest runs
+// no namespace controller, so without this they would outlive their
+// namespace and keep their nodePorts (and count as missed Pods) for the
+// tests that follow, or for a re-run with -count. (A deleted namespace stays
+// Terminating for the same reason: a test that needs a fixed name empties
+// it and keeps it.)
+func (e *Environment) EmptyNamespace(t testing.TB, name string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(name), client.GracePeriodSeconds(0)); err != nil {
+		t.Errorf("deleting the Pods of %s: %v", name, err)
+	}
+	var services corev1.ServiceList
+	if err := e.Client.List(ctx, &services, client.InNamespace(name)); err != nil {
+		t.Errorf("listing the Services of %s: %v", name, err)
+	}
+	for i := range services.Items {
+		if err := e.Client.Delete(ctx, &services.Items[i]); client.IgnoreNotFound(err) != nil {
+			t.Errorf("deleting Service %s/%s: %v", name, services.Items[i].Name, err)
+		}
+	}
 }
 
 // Events lists the events.k8s.io Events with reason about the object
