@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -94,10 +95,8 @@ type Auditing struct {
 // configured, so that a misconfigured replica exits at once instead of
 // starting unable to serve.
 func New(opts *options.Server) (*Server, error) {
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.Log)))
+	setLoggers(opts)
 	logger := ctrl.Log.WithName("svcguard")
-	// client-go (leader election, informers) logs through klog: same format.
-	klog.SetLogger(ctrl.Log.WithName("client-go"))
 
 	certs, err := certwatcher.New(filepath.Join(opts.CertDir, CertFile), filepath.Join(opts.CertDir, KeyFile))
 	if err != nil {
@@ -201,6 +200,18 @@ func (s *Server) Register(w Webhook) {
 	s.log.Info("webhook registered", "webhook", w.Name, "path", w.Path)
 }
 
+// loggersSet makes the loggers process-wide once: they are globals, and a
+// test process may build several servers.
+var loggersSet sync.Once
+
+func setLoggers(opts *options.Server) {
+	loggersSet.Do(func() {
+		ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.Log)))
+		// client-go (leader election, informers) logs through klog: same format.
+		klog.SetLogger(ctrl.Log.WithName("client-go"))
+	})
+}
+
 // AddLeaderTask runs task only on the replica that leads (every replica
 // when --leader-elect is off), for work that must happen once per cluster.
 // A nil task (an audit its settings turn off) is ignored.
@@ -258,38 +269,33 @@ func (s *Server) Run(ctx context.Context) error {
 	// webhooks need stays up while they answer.
 	mgrCtx, stopMgr := context.WithCancel(context.Background())
 	defer stopMgr()
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- s.mgr.Start(mgrCtx) }()
+	var mgrErr error
+	mgrStopped := make(chan struct{})
+	go func() {
+		mgrErr = s.mgr.Start(mgrCtx)
+		close(mgrStopped)
+	}()
 	served := make(chan error, 1)
 	go func() { served <- s.listener.Serve(webhookLn) }()
 	s.log.Info("serving webhooks", "address", webhookLn.Addr().String(), "probes", probeLn.Addr().String())
 
-	var mgrErr error
-	stopped := make(chan struct{})
 	select {
 	case <-ctx.Done():
-	case mgrErr = <-mgrDone:
-		close(stopped)
+	case <-mgrStopped: // the machinery failed: shut down, the drain cut short
 	case err := <-served:
 		stopMgr()
-		<-mgrDone
+		<-mgrStopped
 		return fmt.Errorf("webhook listener stopped: %w", err)
-	}
-	if mgrErr == nil {
-		go func() {
-			mgrErr = <-mgrDone
-			close(stopped)
-		}()
 	}
 	// Audits need no drain: hand the Lease over first, so another replica
 	// takes them over at once.
 	s.elector.Release()
-	shutdownErr := shutdownSequence(monitor, s.listener, s.opts.ShutdownDrain, s.opts.ShutdownTimeout, stopped, s.log)
+	shutdownErr := shutdownSequence(monitor, s.listener, s.opts.ShutdownDrain, s.opts.ShutdownTimeout, mgrStopped, s.log)
 	if err := <-served; err != nil {
 		return fmt.Errorf("webhook listener: %w", err)
 	}
 	stopMgr()
-	<-stopped
+	<-mgrStopped
 	if mgrErr != nil {
 		return fmt.Errorf("server stopped: %w", mgrErr)
 	}
