@@ -140,6 +140,10 @@ type AuditOptions struct {
 	RatePerMinute int
 	// OwnNamespace is svcguard's namespace, never remediated.
 	OwnNamespace string
+	// ReportsPerPass caps the Events (and the reads behind them) of one
+	// pass; the rest are reported on later passes. Installing svcguard in a
+	// cluster finds every existing Pod missed at once; 0 means 100.
+	ReportsPerPass int
 }
 
 // Audit finds Pods that the webhook missed, reports each with an Event, a
@@ -174,6 +178,9 @@ func NewAudit(client kubernetes.Interface, recorder events.EventRecorder, opts A
 		return nil, fmt.Errorf("missed-injection audit: namespace cache: %w", err)
 	}
 	burst := max(1, opts.RatePerMinute)
+	if opts.ReportsPerPass <= 0 {
+		opts.ReportsPerPass = 100
+	}
 	return &Audit{
 		opts: opts, client: client, recorder: recorder, log: log,
 		limiter: rate.NewLimiter(rate.Limit(float64(opts.RatePerMinute)/60), burst),
@@ -201,7 +208,7 @@ func (a *Audit) pass(ctx context.Context) {
 		a.log.Error(err, "missed-injection audit cannot read its cache")
 		return
 	}
-	missing := 0
+	missing, reportsLeft, deferred := 0, a.opts.ReportsPerPass, 0
 	seen := make(map[string]bool, len(candidates))
 	for _, obj := range candidates {
 		p := obj.(*auditedPod)
@@ -211,12 +218,18 @@ func (a *Audit) pass(ctx context.Context) {
 		missing++
 		key := p.Key.String()
 		seen[key] = true
-		if !a.reported[key] {
+		switch {
+		case a.reported[key]:
+		case reportsLeft == 0:
+			deferred++
+		default:
+			reportsLeft--
 			if a.report(ctx, p) {
 				a.reported[key] = true
 			}
 		}
-		if a.opts.Remediate && Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) && a.limiter.Allow() {
+		// Evict only what was reported: every eviction follows its Event.
+		if a.reported[key] && a.opts.Remediate && Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) && a.limiter.Allow() {
 			a.remediate(ctx, p)
 		}
 	}
@@ -226,6 +239,10 @@ func (a *Audit) pass(ctx context.Context) {
 		}
 	}
 	podsMissing.Set(float64(missing))
+	if deferred > 0 {
+		a.log.Info("more missed Pods than Events per pass: the rest are reported on the next passes",
+			"missed", missing, "notReportedYet", deferred, "eventsPerPass", a.opts.ReportsPerPass)
+	}
 }
 
 func (a *Audit) namespaceOptedOut(name string) bool {
