@@ -16,7 +16,9 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))) \
 	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION)))
 
-TEST_FLAGS ?= -count=1 -timeout 20m
+# The race detector needs cgo; without a C compiler the tests still run, without it.
+RACE := $(if $(filter 1,$(shell go env CGO_ENABLED)),-race)
+TEST_FLAGS ?= $(RACE) -count=1 -timeout 20m
 
 .PHONY: all build envtest test bench demo lint clean help
 
