@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/svcguard/svcguard/pkg/certtest"
 	"github.com/svcguard/svcguard/pkg/options"
+	"github.com/svcguard/svcguard/pkg/readiness"
 	"github.com/svcguard/svcguard/pkg/server"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
@@ -317,4 +320,31 @@ func TestEnvtestTwoReplicasShareALease(t *testing.T) {
 	close(stopSending)
 	sending.Wait()
 	assert.Empty(t, failures, "every admission request to a running replica must be answered")
+}
+
+// TestEnvtestShippedRBACLetsReadinessReadItsConfigurations proves, against
+// the API server's RBAC, that manifests/rbac.yaml's resourceNames rule lets
+// readiness list and watch the two configurations by name, and that
+// without it readiness assumes Fail and says why.
+func TestEnvtestShippedRBACLetsReadinessReadItsConfigurations(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lookup := func(cfg *rest.Config) func() readiness.Registration {
+		cs, err := kubernetes.NewForConfig(cfg)
+		require.NoError(t, err)
+		configs := readiness.NewConfigurations(cs, "svcguard", "svcguard")
+		go func() { _ = configs.Start(ctx) }()
+		return func() readiness.Registration { return configs.Lookup("/webhooks/service-host") }
+	}
+	nothing, err := suite.Env.UserConfig("svcguard-denied")
+	require.NoError(t, err)
+	granted, denied := lookup(suite.Env.ShippedRBACConfig(t, "svcguard-granted", "rbac.yaml")), lookup(nothing)
+
+	require.Eventually(t, func() bool { r := granted(); return r.Known && r.Registered }, 20*time.Second, 100*time.Millisecond,
+		"with the shipped ClusterRole the configurations are read: %+v", granted())
+	assert.Equal(t, admissionregistrationv1.Ignore, granted().Policy, "the live policy of the shipped configuration")
+	require.Eventually(t, func() bool { return strings.Contains(denied().Note, "forbidden") }, 20*time.Second, 100*time.Millisecond,
+		"without it the note says why: %+v", denied())
+	assert.False(t, denied().Known)
+	assert.Equal(t, admissionregistrationv1.Fail, denied().Policy, "an unreadable configuration is assumed Fail")
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 )
 
@@ -79,15 +80,10 @@ func SendReview(ctx context.Context, client *http.Client, url string, review []b
 	return a, nil
 }
 
-// Clientset returns a client-go clientset on the environment's admin config.
-func (e *Environment) Clientset() (kubernetes.Interface, error) {
-	return kubernetes.NewForConfig(e.Config)
-}
-
 // Recorder returns an Events recorder that writes as "svcguard" (events.k8s.io/v1,
-// as svcguard does) until ctx ends.
-func (e *Environment) Recorder(ctx context.Context) (events.EventRecorder, error) {
-	cs, err := kubernetes.NewForConfig(e.Config)
+// as svcguard does) with cfg until ctx ends.
+func Recorder(ctx context.Context, cfg *rest.Config) (events.EventRecorder, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}

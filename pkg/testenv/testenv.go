@@ -7,6 +7,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,14 +19,18 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 )
 
 // Module is svcguard's Go module path; the harness finds the repository root
@@ -226,4 +231,55 @@ func (e *Environment) RegisteredWebhooks() []RegisteredWebhook {
 		}
 	}
 	return out
+}
+
+// UserConfig returns a rest.Config that authenticates as user name, with no
+// permissions but those RBAC grants it: for tests that prove a Role.
+func (e *Environment) UserConfig(name string) (*rest.Config, error) {
+	user, err := e.env.AddUser(envtest.User{Name: name}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adding user %s: %w", name, err)
+	}
+	return user.Config(), nil
+}
+
+// ShippedRBACConfig returns a rest.Config for a new user that holds exactly
+// the ClusterRoles that the given manifests (relative to manifests/, the
+// ClusterRole first in each file) grant svcguard, so that a test proves the
+// shipped RBAC is enough. The grants are removed when the test ends.
+func (e *Environment) ShippedRBACConfig(t testing.TB, user string, manifests ...string) *rest.Config {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, m := range manifests {
+		data, err := os.ReadFile(filepath.Join(root, "manifests", m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var role rbacv1.ClusterRole
+		if err := yaml.UnmarshalStrict(bytes.Split(data, []byte("\n---\n"))[0], &role); err != nil || role.Kind != "ClusterRole" {
+			t.Fatalf("manifests/%s must start with a ClusterRole (%v)", m, err)
+		}
+		name := role.Name + "-" + user
+		role.ObjectMeta = metav1.ObjectMeta{Name: name}
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}
+		for _, obj := range []client.Object{&role, binding} {
+			if err := e.Client.Create(ctx, obj); err != nil {
+				t.Fatalf("granting manifests/%s to %s: %v", m, user, err)
+			}
+			t.Cleanup(func() { _ = e.Client.Delete(context.Background(), obj) })
+		}
+	}
+	cfg, err := e.UserConfig(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

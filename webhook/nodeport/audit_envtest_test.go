@@ -11,6 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/svcguard/svcguard/pkg/testenv"
 )
 
 func findingsFor(a *Audit, service string) []Finding {
@@ -36,12 +39,14 @@ func TestEnvtestAuditReportsANodePortPinnedToAnotherService(t *testing.T) {
 
 	guard := testGuard()
 	guard.Pins.Add(PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30600) // the pin arrives later
-	cs, err := suite.Env.Clientset()
+	// The audit runs with exactly the RBAC the manifests ship.
+	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-node-port-audit", "rbac.yaml")
+	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
 	caches, err := NewCaches(cs, guard.Range)
 	require.NoError(t, err)
 	go func() { _ = caches.Start(ctx) }()
-	recorder, err := suite.Env.Recorder(ctx)
+	recorder, err := testenv.Recorder(ctx, svcguard)
 	require.NoError(t, err)
 	audit := NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard()) // only changes trigger passes here
 	go func() { _ = audit.Start(ctx) }()

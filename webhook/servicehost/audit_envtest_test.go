@@ -15,9 +15,12 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/svcguard/svcguard/pkg/testenv"
 )
 
 // withWebhookUnreachable points the registered configuration at a dead
@@ -84,9 +87,11 @@ func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *t
 	injected := createPod(t, newPod(ns, nil))
 	wantInjected(t, injected)
 
-	cs, err := suite.Env.Clientset()
+	// The audit runs with exactly the RBAC the remediation overlay ships.
+	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-audit", "rbac.yaml", "remediation/rbac.yaml")
+	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
-	recorder, err := suite.Env.Recorder(ctx)
+	recorder, err := testenv.Recorder(ctx, svcguard)
 	require.NoError(t, err)
 	audit, err := NewAudit(cs, recorder, AuditOptions{
 		Interval: 200 * time.Millisecond, Remediate: true, RatePerMinute: 60, OwnNamespace: "svcguard",
