@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/svcguard/svcguard/pkg/options"
+	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/nodeport"
 	"github.com/svcguard/svcguard/webhook/servicehost"
 )
@@ -75,7 +76,7 @@ func TestManifestRBACGrantsReadinessItsConfigurations(t *testing.T) {
 	assert.Equal(t, mwc.Name, srv.MutatingWebhookConfiguration)
 	assert.Equal(t, vwc.Name, srv.ValidatingWebhookConfiguration)
 
-	role := clusterRole(t, "rbac.yaml")
+	role := testenv.ShippedClusterRole(t, "rbac.yaml")
 	granted := map[string][]string{}
 	for _, rule := range role.Rules {
 		if slices.Contains(rule.APIGroups, "admissionregistration.k8s.io") {
@@ -107,17 +108,7 @@ func TestManifestNodePortGuardPointsAtTheServedPath(t *testing.T) {
 	assert.Equal(t, nodeport.Path, *vwc.Webhooks[0].ClientConfig.Service.Path)
 }
 
-// clusterRole reads the first document of a manifest file as a ClusterRole.
-func clusterRole(t *testing.T, name string) rbacv1.ClusterRole {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "manifests", name))
-	require.NoError(t, err)
-	var role rbacv1.ClusterRole
-	require.NoError(t, yaml.Unmarshal(bytes.Split(data, []byte("\n---\n"))[0], &role))
-	return role
-}
-
-func grants(role rbacv1.ClusterRole, resource, verb string) bool {
+func grants(role *rbacv1.ClusterRole, resource, verb string) bool {
 	for _, r := range role.Rules {
 		if slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) {
 			return true
@@ -129,11 +120,11 @@ func grants(role rbacv1.ClusterRole, resource, verb string) bool {
 // TestManifestEvictionIsGrantedOnlyWithRemediation proves the base install
 // cannot evict, and the remediation overlay both grants it and turns it on.
 func TestManifestEvictionIsGrantedOnlyWithRemediation(t *testing.T) {
-	assert.False(t, grants(clusterRole(t, "rbac.yaml"), "pods/eviction", "create"), "the base install must not evict")
+	assert.False(t, grants(testenv.ShippedClusterRole(t, "rbac.yaml"), "pods/eviction", "create"), "the base install must not evict")
 	for _, need := range []struct{ resource, verb string }{{"namespaces", "watch"}, {"events", "create"}} {
-		assert.True(t, grants(clusterRole(t, "rbac.yaml"), need.resource, need.verb), "the audits need %s %s", need.verb, need.resource)
+		assert.True(t, grants(testenv.ShippedClusterRole(t, "rbac.yaml"), need.resource, need.verb), "the audits need %s %s", need.verb, need.resource)
 	}
-	assert.True(t, grants(clusterRole(t, "remediation/rbac.yaml"), "pods/eviction", "create"))
+	assert.True(t, grants(testenv.ShippedClusterRole(t, "remediation/rbac.yaml"), "pods/eviction", "create"))
 
 	var overlay struct {
 		APIVersion string   `json:"apiVersion"`

@@ -249,20 +249,9 @@ func (e *Environment) UserConfig(name string) (*rest.Config, error) {
 // shipped RBAC is enough. The grants are removed when the test ends.
 func (e *Environment) ShippedRBACConfig(t testing.TB, user string, manifests ...string) *rest.Config {
 	t.Helper()
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	for _, m := range manifests {
-		data, err := os.ReadFile(filepath.Join(root, "manifests", m))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var role rbacv1.ClusterRole
-		if err := yaml.UnmarshalStrict(bytes.Split(data, []byte("\n---\n"))[0], &role); err != nil || role.Kind != "ClusterRole" {
-			t.Fatalf("manifests/%s must start with a ClusterRole (%v)", m, err)
-		}
+		role := ShippedClusterRole(t, m)
 		name := role.Name + "-" + user
 		role.ObjectMeta = metav1.ObjectMeta{Name: name}
 		binding := &rbacv1.ClusterRoleBinding{
@@ -270,7 +259,7 @@ func (e *Environment) ShippedRBACConfig(t testing.TB, user string, manifests ...
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
 			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
 		}
-		for _, obj := range []client.Object{&role, binding} {
+		for _, obj := range []client.Object{role, binding} {
 			if err := e.Client.Create(ctx, obj); err != nil {
 				t.Fatalf("granting manifests/%s to %s: %v", m, user, err)
 			}
@@ -282,4 +271,22 @@ func (e *Environment) ShippedRBACConfig(t testing.TB, user string, manifests ...
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// ShippedClusterRole reads the ClusterRole that opens manifests/name.
+func ShippedClusterRole(t testing.TB, name string) *rbacv1.ClusterRole {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "manifests", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(bytes.Split(data, []byte("\n---\n"))[0], &role); err != nil || role.Kind != "ClusterRole" {
+		t.Fatalf("manifests/%s must start with a ClusterRole (%v)", name, err)
+	}
+	return &role
 }
