@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,9 +199,11 @@ func TestBinaryPrintsVersion(t *testing.T) {
 	assert.Regexp(t, `^svcguard \S+ \(commit \S+, go1\.\d+`, string(out))
 }
 
-// TestDemoShowsAnInjectedPod runs `make demo`'s program non-interactively and
-// checks it prints what the README promises.
-func TestDemoShowsAnInjectedPod(t *testing.T) {
+// TestDemoShowsAnInjectedPodAndStopsCleanlyOnCtrlC runs `make demo`'s program
+// as a terminal runs a foreground job, in its own process group, checks it
+// prints what the README promises, then presses Ctrl-C: SIGINT to the whole
+// group. One signal must make one graceful stop: exit 0, no error line.
+func TestDemoShowsAnInjectedPodAndStopsCleanlyOnCtrlC(t *testing.T) {
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
 	demo := filepath.Join(t.TempDir(), "demo")
@@ -209,17 +212,35 @@ func TestDemoShowsAnInjectedPod(t *testing.T) {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "building hack/demo: %s", out)
 
-	cmd := exec.Command(demo, "--svcguard", binary, "--once")
+	var stdout, stderr testenv.SyncBuffer
+	cmd := exec.Command(demo, "--svcguard", binary)
 	cmd.Dir = root
-	out, err = cmd.CombinedOutput()
-	require.NoError(t, err, "demo output:\n%s", out)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a job of its own, as a shell makes it
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+
+	require.Eventually(t, func() bool { return strings.Contains(stdout.String(), "Press Ctrl-C") }, 90*time.Second, 100*time.Millisecond,
+		"the demo never got to waiting for Ctrl-C; stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
 	for _, want := range []string{
 		"container migrate  KUBERNETES_SERVICE_HOST=192.0.2.10",
 		"container app      KUBERNETES_SERVICE_PORT=6443",
-		"Stopping the control plane and removing temporary files",
 	} {
-		assert.Contains(t, string(out), want)
+		assert.Contains(t, stdout.String(), want)
 	}
+
+	require.NoError(t, syscall.Kill(-cmd.Process.Pid, syscall.SIGINT), "Ctrl-C: SIGINT to the demo's process group")
+	select {
+	case err = <-exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the demo did not stop within 60s of Ctrl-C; stdout:\n%s", &stdout)
+	}
+	assert.NoError(t, err, "the demo must exit 0 after one Ctrl-C; stderr:\n%s", &stderr)
+	assert.Empty(t, stderr.String(), "no error line after Ctrl-C")
+	assert.Contains(t, stdout.String(), "Stopping svcguard (SIGTERM)")
+	assert.Contains(t, stdout.String(), "Stopping the control plane and removing temporary files")
 }
 
 // TestBinaryLeadsThroughALeaseAndReleasesItOnSIGTERM runs a replica with

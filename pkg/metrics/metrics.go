@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -59,10 +60,24 @@ func init() {
 	crmetrics.Registry.MustRegister(AdmissionRequests, AdmissionDuration, AdmissionPanics, DegradedDecisions)
 }
 
-// ObserveAdmission records one answered request.
-func ObserveAdmission(webhook, operation string, decision Decision, took time.Duration) {
-	AdmissionRequests.WithLabelValues(webhook, operation, string(decision)).Inc()
+// ObserveAdmission records one answered request. The operation comes from
+// the request body, which anyone who reaches the listener can write, so only
+// the four operations the admission API defines become label values; any
+// other is counted as "other", keeping the series bounded.
+func ObserveAdmission(webhook string, operation admissionv1.Operation, decision Decision, took time.Duration) {
+	AdmissionRequests.WithLabelValues(webhook, OperationLabel(operation), string(decision)).Inc()
 	AdmissionDuration.WithLabelValues(webhook).Observe(took.Seconds())
+}
+
+// OperationLabel is the label value of operation: itself for CREATE, UPDATE,
+// DELETE and CONNECT, "other" for anything else.
+func OperationLabel(operation admissionv1.Operation) string {
+	switch operation {
+	case admissionv1.Create, admissionv1.Update, admissionv1.Delete, admissionv1.Connect:
+		return string(operation)
+	default:
+		return "other"
+	}
 }
 
 // MustRegister registers a webhook's own collectors with the same registry.

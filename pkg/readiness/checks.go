@@ -6,21 +6,14 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/uuid"
-	"k8s.io/utils/ptr"
 )
 
 // Check is one readiness check.
@@ -41,6 +34,10 @@ type Webhook struct {
 	Name string
 	// Path is where its configuration entries point.
 	Path string
+	// SelfTest is a request the webhook must judge without error, as the
+	// API server would send it (kind, resource, operation, object); the
+	// serving check sends it with a fresh UID, as a dry run, marked.
+	SelfTest admissionv1.AdmissionRequest
 }
 
 // CurrentCertificate returns the certificate the listener serves now.
@@ -96,25 +93,15 @@ func describe(c *x509.Certificate) string {
 	return fmt.Sprintf("(serial %s, DNS names %v)", c.SerialNumber, c.DNSNames)
 }
 
-// SelfTestUser and SelfTestGroup mark the synthetic AdmissionReviews of the
-// serving check. The server answers such a request (both marks: the API
-// server never sends that group) without running the webhook or counting
-// it, so the self-test neither skews metrics nor logs.
-const (
-	SelfTestUser  = "system:svcguard:self-test"
-	SelfTestGroup = "selftest.svcguard.io"
-)
-
-// IsSelfTest tells whether req is the serving check's synthetic request.
-func IsSelfTest(req admissionv1.AdmissionRequest) bool {
-	return req.UserInfo.Username == SelfTestUser && req.Kind.Group == SelfTestGroup
-}
-
 // ServingCheck passes when a TLS handshake with the listener at addr succeeds,
-// the listener serves the current certificate, and a synthetic
-// AdmissionReview sent to each webhook's path gets a well-formed answer: the
-// whole request path the API server uses, tried on a new connection.
-func ServingCheck(addr string, current CurrentCertificate, webhooks []Webhook) Check {
+// the listener serves the current certificate, and each webhook's self-test
+// request (Webhook.SelfTest), sent to its path and marked by mark, comes back
+// judged: the whole path an API server request takes (TLS, HTTP, the
+// AdmissionReview decode, the webhook's own decode, rules and patch code),
+// tried on a new connection. An answer that is an error (HTTP code 400, 500,
+// a recovered panic) fails the check: that replica would fail every real
+// request the same way.
+func ServingCheck(addr string, current CurrentCertificate, mark SelfTestMark, webhooks []Webhook) Check {
 	client := &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
@@ -132,11 +119,11 @@ func ServingCheck(addr string, current CurrentCertificate, webhooks []Webhook) C
 	}
 	return Check{Name: "serving", Essential: true, Webhooks: webhooks, Run: func(ctx context.Context) Result {
 		for _, w := range webhooks {
-			if err := selfTest(ctx, client, "https://"+addr+w.Path); err != nil {
+			if err := mark.send(ctx, client, "https://"+addr+w.Path, w.SelfTest); err != nil {
 				return Fail(fmt.Errorf("self-test of %s on %s: %w", w.Name, addr, err))
 			}
 		}
-		return Pass(fmt.Sprintf("%d webhook paths answered a self-test on %s", len(webhooks), addr))
+		return Pass(fmt.Sprintf("%d webhook paths judged a self-test request on %s", len(webhooks), addr))
 	}}
 }
 
@@ -147,51 +134,6 @@ func sameCertificate(current CurrentCertificate, cs tls.ConnectionState) error {
 	}
 	if !bytes.Equal(cs.PeerCertificates[0].Raw, cert.Certificate[0]) {
 		return fmt.Errorf("the listener serves %s, not the loaded certificate", describe(cs.PeerCertificates[0]))
-	}
-	return nil
-}
-
-func selfTest(ctx context.Context, client *http.Client, url string) error {
-	uid := types.UID("self-test-" + string(uuid.NewUUID()))
-	review := admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request: &admissionv1.AdmissionRequest{
-			UID:       uid,
-			Kind:      metav1.GroupVersionKind{Group: SelfTestGroup, Version: "v1", Kind: "SelfTest"},
-			Resource:  metav1.GroupVersionResource{Group: SelfTestGroup, Version: "v1", Resource: "selftests"},
-			Name:      "self-test",
-			Operation: admissionv1.Connect,
-			UserInfo:  authenticationv1.UserInfo{Username: SelfTestUser},
-			DryRun:    ptr.To(true),
-		},
-	}
-	body, err := json.Marshal(review)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-	}
-	var answer admissionv1.AdmissionReview
-	if err := json.Unmarshal(data, &answer); err != nil {
-		return fmt.Errorf("the answer is not an AdmissionReview: %w", err)
-	}
-	if answer.Response == nil || answer.Response.UID != uid {
-		return fmt.Errorf("the answer does not carry the request's UID %s", uid)
 	}
 	return nil
 }

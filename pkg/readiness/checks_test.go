@@ -16,7 +16,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/svcguard/svcguard/pkg/certtest"
@@ -112,17 +111,20 @@ func TestCABundleCheck(t *testing.T) {
 	}
 }
 
-// selfTestAnswerer answers AdmissionReviews the way the server does.
-func selfTestAnswerer(t *testing.T, uid func(admissionv1.AdmissionReview) string) http.Handler {
+// selfTestAnswerer answers AdmissionReviews the way the server does, after
+// checking that they are marked self-tests of mark carrying the sample.
+func selfTestAnswerer(t *testing.T, mark SelfTestMark, answer func(admissionv1.AdmissionRequest) admissionv1.AdmissionResponse) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var review admissionv1.AdmissionReview
-		if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil || !IsSelfTest(*review.Request) {
-			t.Errorf("the self-test sent %+v (decode error %v); want a marked AdmissionReview", review.Request, err)
+		err := json.NewDecoder(r.Body).Decode(&review)
+		if err != nil || review.Request == nil || !IsSelfTest(mark.Context(r.Context(), r)) ||
+			review.Request.Kind.Kind != "Pod" || !ptr.Deref(review.Request.DryRun, false) {
+			t.Errorf("the self-test sent %+v (decode error %v); want a marked dry-run AdmissionReview of the sample Pod", review.Request, err)
 			http.Error(w, "bad", http.StatusBadRequest)
 			return
 		}
-		review.Response = &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
-		review.Response.UID = types.UID(uid(review))
+		resp := answer(*review.Request)
+		review.Response = &resp
 		_ = json.NewEncoder(w).Encode(review)
 	})
 }
@@ -131,40 +133,71 @@ func TestServingCheck(t *testing.T) {
 	ca := newAuthority(t)
 	served := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1")
 	loadedElsewhere := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1")
-	echo := func(r admissionv1.AdmissionReview) string { return string(r.Request.UID) }
-	wrong := func(admissionv1.AdmissionReview) string { return "another-uid" }
-	hooks := []Webhook{{Name: "a", Path: "/a"}, {Name: "b", Path: "/b"}}
+	sample := admissionv1.AdmissionRequest{Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Operation: admissionv1.Create}
+	hooks := []Webhook{{Name: "a", Path: "/a", SelfTest: sample}, {Name: "b", Path: "/b", SelfTest: sample}}
+	allowed := func(r admissionv1.AdmissionRequest) admissionv1.AdmissionResponse {
+		return admissionv1.AdmissionResponse{UID: r.UID, Allowed: true}
+	}
+	denied := func(r admissionv1.AdmissionRequest) admissionv1.AdmissionResponse {
+		return admissionv1.AdmissionResponse{UID: r.UID, Result: &metav1.Status{Code: http.StatusForbidden, Message: "a rule says no"}}
+	}
+	errored := func(r admissionv1.AdmissionRequest) admissionv1.AdmissionResponse {
+		return admissionv1.AdmissionResponse{UID: r.UID, Result: &metav1.Status{Code: http.StatusBadRequest, Message: "cannot decode the Pod"}}
+	}
+	otherUID := func(admissionv1.AdmissionRequest) admissionv1.AdmissionResponse {
+		return admissionv1.AdmissionResponse{UID: "another-uid", Allowed: true}
+	}
 
 	tests := []struct {
 		name    string
 		current *tls.Certificate
-		uid     func(admissionv1.AdmissionReview) string
+		answer  func(admissionv1.AdmissionRequest) admissionv1.AdmissionResponse
 		state   State
 		why     string
 	}{
-		{"a listener that answers every path with the loaded certificate passes", served, echo, Passing, "2 webhook paths"},
-		{"a listener serving another certificate than the loaded one fails", loadedElsewhere, echo, Failing, "not the loaded certificate"},
-		{"an answer for another request fails", served, wrong, Failing, "does not carry the request's UID"},
+		{"a listener that judges every path with the loaded certificate passes", served, allowed, Passing, "2 webhook paths"},
+		{"a denial by a rule is a judgement and passes", served, denied, Passing, "2 webhook paths"},
+		{"an error answer fails, with the handler's message", served, errored, Failing, "HTTP code 400: cannot decode the Pod"},
+		{"a listener serving another certificate than the loaded one fails", loadedElsewhere, allowed, Failing, "not the loaded certificate"},
+		{"an answer for another request fails", served, otherUID, Failing, "does not carry the request's UID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewUnstartedServer(selfTestAnswerer(t, tt.uid))
+			mark := NewSelfTestMark()
+			srv := httptest.NewUnstartedServer(selfTestAnswerer(t, mark, tt.answer))
 			srv.TLS = &tls.Config{Certificates: []tls.Certificate{*served}, MinVersion: tls.VersionTLS12}
 			srv.StartTLS()
 			defer srv.Close()
-			got := ServingCheck(srv.Listener.Addr().String(), currentIs(tt.current), hooks).Run(context.Background())
+			got := ServingCheck(srv.Listener.Addr().String(), currentIs(tt.current), mark, hooks).Run(context.Background())
 			assert.Equal(t, tt.state, got.State, "reason: %s", got.Reason)
 			assert.Contains(t, got.Reason, tt.why)
 		})
 	}
+	t.Run("a webhook without a self-test request fails", func(t *testing.T) {
+		got := ServingCheck("127.0.0.1:1", currentIs(served), NewSelfTestMark(), []Webhook{{Name: "a", Path: "/a"}}).Run(context.Background())
+		assert.Equal(t, Failing, got.State)
+		assert.Contains(t, got.Reason, "gives no self-test request")
+	})
 	t.Run("a closed listener fails", func(t *testing.T) {
 		srv := httptest.NewTLSServer(http.NotFoundHandler())
 		addr := srv.Listener.Addr().String()
 		srv.Close()
-		got := ServingCheck(addr, currentIs(served), hooks).Run(context.Background())
+		got := ServingCheck(addr, currentIs(served), NewSelfTestMark(), hooks).Run(context.Background())
 		assert.Equal(t, Failing, got.State)
 		assert.Contains(t, got.Reason, "connection refused")
 	})
+}
+
+func TestSelfTestMarkRecognisesOnlyItsOwnToken(t *testing.T) {
+	mark, other := NewSelfTestMark(), NewSelfTestMark()
+	signed := httptest.NewRequest(http.MethodPost, "/", nil)
+	mark.Sign(signed)
+	assert.True(t, IsSelfTest(mark.Context(context.Background(), signed)), "a request signed by this mark is a self-test")
+	assert.False(t, IsSelfTest(other.Context(context.Background(), signed)), "another process's token marks nothing")
+	forged := httptest.NewRequest(http.MethodPost, "/", nil)
+	forged.Header.Set(SelfTestHeader, "")
+	assert.False(t, IsSelfTest(mark.Context(context.Background(), forged)), "an empty header marks nothing")
+	assert.False(t, IsSelfTest(SelfTestMark{}.Context(context.Background(), forged)), "a zero mark recognises nothing")
 }
 
 func TestRegistrationOf(t *testing.T) {

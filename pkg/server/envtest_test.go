@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,7 +15,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
@@ -34,6 +39,10 @@ import (
 // caches; tests switch it to play a replica whose informers broke.
 var cachesSynced atomic.Bool
 
+// handlerBroken makes the stand-ins fail every request after decoding it, as a
+// replica whose rules fail on every request would.
+var handlerBroken atomic.Bool
+
 var suite = &testenv.Suite{}
 
 func TestMain(m *testing.M) {
@@ -42,13 +51,30 @@ func TestMain(m *testing.M) {
 	suite.Main(m)
 }
 
-// registerStandIns serves an admit-all webhook on every path the shipped
-// configurations point at; the validating ones depend on caches, as the
-// node-port guard does. Readiness is what is under test, not the rules.
+// registerStandIns serves, on every path the shipped configurations point at,
+// a webhook that decodes the Pod in the request and admits it; the validating
+// ones depend on caches, as the node-port guard does. Readiness is what is
+// under test, not the rules.
 func registerStandIns(s *server.Server) error {
-	allow := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
+	decoder := s.Decoder()
+	decodeAndAllow := admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
+		var pod corev1.Pod
+		if err := decoder.Decode(req, &pod); err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("cannot decode the Pod: %w", err))
+		}
+		if handlerBroken.Load() {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("rules failed on Pod %s", pod.Name))
+		}
+		return admission.Allowed("")
+	})
+	sample := admissionv1.AdmissionRequest{
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"self-test"}}`)},
+	}
 	for _, hook := range suite.Env.RegisteredWebhooks() {
-		w := server.Webhook{Name: path.Base(hook.Path), Path: hook.Path, Handler: allow}
+		w := server.Webhook{Name: path.Base(hook.Path), Path: hook.Path, Handler: decodeAndAllow, SelfTest: sample}
 		if hook.Validating {
 			w.CachesSynced = cachesSynced.Load
 		}
@@ -144,6 +170,19 @@ func TestEnvtestReadinessFollowsTheLiveFailurePolicy(t *testing.T) {
 
 	cachesSynced.Store(true)
 	waitReadiness(t, true, "[+]caches passing", "readyz check passed\n")
+}
+
+// TestEnvtestAHandlerThatFailsEveryRequestMakesTheReplicaUnready breaks the
+// webhooks' handlers: the self-test runs the handlers' real code, so the
+// serving check fails with the handler's own error, and recovers with it.
+func TestEnvtestAHandlerThatFailsEveryRequestMakesTheReplicaUnready(t *testing.T) {
+	waitReadiness(t, true, "[+]serving passing")
+	handlerBroken.Store(true)
+	t.Cleanup(func() { handlerBroken.Store(false) })
+	waitReadiness(t, false, "[-]serving failing", "was answered with an error, HTTP code 500: rules failed on Pod self-test")
+
+	handlerBroken.Store(false)
+	waitReadiness(t, true, "[+]serving passing")
 }
 
 func TestEnvtestWrongCABundleMakesTheReplicaUnready(t *testing.T) {

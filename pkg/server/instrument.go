@@ -24,10 +24,8 @@ type instrumented struct {
 
 // Handle implements admission.Handler.
 func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
-	if readiness.IsSelfTest(req.AdmissionRequest) {
-		// The readiness self-test proves the request path up to here; it must
-		// not count as traffic nor reach the webhook's rules.
-		return admission.Allowed("svcguard self-test")
+	if readiness.IsSelfTest(ctx) {
+		return i.selfTest(ctx, req)
 	}
 	start := time.Now()
 	// controller-runtime's logger already names the object, user and request ID.
@@ -38,12 +36,10 @@ func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp a
 		if r := recover(); r != nil {
 			metrics.AdmissionPanics.WithLabelValues(i.name).Inc()
 			logger.Error(fmt.Errorf("panic: %v", r), "webhook handler panicked; answered HTTP 500", "stack", string(debug.Stack()))
-			resp = admission.Errored(http.StatusInternalServerError,
-				fmt.Errorf("svcguard webhook %s failed internally on %s %s/%s (a bug: please report it with the svcguard logs)",
-					i.name, req.Kind.Kind, req.Namespace, req.Name))
+			resp = panicked(i.name, req)
 		}
 		decision := DecisionOf(resp)
-		metrics.ObserveAdmission(i.name, string(req.Operation), decision, time.Since(start))
+		metrics.ObserveAdmission(i.name, req.Operation, decision, time.Since(start))
 		switch decision {
 		case metrics.Error:
 			logger.Info("request could not be judged", "code", resultCode(resp), "reason", resultMessage(resp))
@@ -54,6 +50,28 @@ func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp a
 		}
 	}()
 	return i.handler.Handle(ctx, req)
+}
+
+// selfTest runs readiness's self-test request through the webhook's real
+// handler, so that a handler that fails every request fails readiness too.
+// It is not counted, and logged only when the handler panics (a bug either
+// way); the request is a dry run, so the handler has no side effects.
+func (i instrumented) selfTest(ctx context.Context, req admission.Request) (resp admission.Response) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.FromContext(ctx).Error(fmt.Errorf("panic: %v", r), "webhook handler panicked on the readiness self-test",
+				"webhook", i.name, "stack", string(debug.Stack()))
+			resp = panicked(i.name, req)
+		}
+	}()
+	return i.handler.Handle(ctx, req)
+}
+
+// panicked is the answer to a request whose handler panicked.
+func panicked(webhook string, req admission.Request) admission.Response {
+	return admission.Errored(http.StatusInternalServerError,
+		fmt.Errorf("svcguard webhook %s failed internally on %s %s/%s (a bug: please report it with the svcguard logs)",
+			webhook, req.Kind.Kind, req.Namespace, req.Name))
 }
 
 // DecisionOf classifies a response for svcguard_admission_requests_total.

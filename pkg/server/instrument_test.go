@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,22 +93,79 @@ func TestInstrumentedRecoversPanicInto500(t *testing.T) {
 	assert.Equal(t, errorsBefore+1, testutil.ToFloat64(errorsCounted), "the panic counts as decision=error")
 }
 
-func TestInstrumentedAnswersTheSelfTestWithoutTheWebhookOrMetrics(t *testing.T) {
-	called := false
-	h := instrumented{name: "test-self-test", handler: handlerFunc(func(context.Context, admission.Request) admission.Response {
-		called = true
-		return admission.Denied("no")
-	})}
-	req := request(admissionv1.Connect)
-	req.UserInfo.Username = readiness.SelfTestUser
-	req.Kind.Group = readiness.SelfTestGroup
-	before := durationSamples(t, "test-self-test")
-	resp := h.Handle(context.Background(), req)
-	assert.True(t, resp.Allowed, "the self-test is answered allowed")
-	assert.False(t, called, "the self-test must not reach the webhook's rules")
-	assert.Equal(t, before, durationSamples(t, "test-self-test"), "the self-test must not be counted")
+// selfTestContext is the context that a server of mark gives a request that
+// signer signed.
+func selfTestContext(mark, signer readiness.SelfTestMark) context.Context {
+	r := httptest.NewRequest(http.MethodPost, "/", nil)
+	signer.Sign(r)
+	return mark.Context(context.Background(), r)
+}
 
-	req.Kind.Group = "" // a real request from a user with that name is judged as any other
-	h.Handle(context.Background(), req)
-	assert.True(t, called, "only both marks together make a self-test")
+func TestInstrumentedRunsTheSelfTestThroughTheHandlerUncounted(t *testing.T) {
+	called := 0
+	h := instrumented{name: "test-self-test", handler: handlerFunc(func(context.Context, admission.Request) admission.Response {
+		called++
+		return admission.Errored(http.StatusBadRequest, errors.New("cannot decode"))
+	})}
+	errorsCounted := metrics.AdmissionRequests.WithLabelValues("test-self-test", "CREATE", "error")
+	before, samplesBefore := testutil.ToFloat64(errorsCounted), durationSamples(t, "test-self-test")
+
+	mark := readiness.NewSelfTestMark()
+	resp := h.Handle(selfTestContext(mark, mark), request(admissionv1.Create))
+	assert.Equal(t, 1, called, "the self-test must reach the webhook's handler")
+	if assert.NotNil(t, resp.Result) {
+		assert.EqualValues(t, http.StatusBadRequest, resp.Result.Code, "the handler's error answers the self-test, so readiness sees it")
+	}
+	assert.Equal(t, before, testutil.ToFloat64(errorsCounted), "the self-test must not be counted in svcguard_admission_requests_total")
+	assert.Equal(t, samplesBefore, durationSamples(t, "test-self-test"), "the self-test must not be observed")
+
+	h.Handle(selfTestContext(mark, readiness.NewSelfTestMark()), request(admissionv1.Create))
+	assert.Equal(t, before+1, testutil.ToFloat64(errorsCounted), "a token of another process marks nothing: the request counts")
+}
+
+func TestInstrumentedRecoversASelfTestPanicUncounted(t *testing.T) {
+	h := instrumented{name: "test-self-test-panic", handler: handlerFunc(func(context.Context, admission.Request) admission.Response {
+		panic("broken")
+	})}
+	panics := metrics.AdmissionPanics.WithLabelValues("test-self-test-panic")
+	before := testutil.ToFloat64(panics)
+	var resp admission.Response
+	mark := readiness.NewSelfTestMark()
+	assert.NotPanics(t, func() { resp = h.Handle(selfTestContext(mark, mark), request(admissionv1.Create)) })
+	if assert.NotNil(t, resp.Result) {
+		assert.EqualValues(t, http.StatusInternalServerError, resp.Result.Code)
+	}
+	assert.Equal(t, before, testutil.ToFloat64(panics), "a self-test panic fails readiness, it is not counted as traffic")
+}
+
+func TestInstrumentedCountsAnUnknownOperationAsOther(t *testing.T) {
+	h := instrumented{name: "test-operation", handler: handlerFunc(func(context.Context, admission.Request) admission.Response {
+		return admission.Allowed("")
+	})}
+	other := metrics.AdmissionRequests.WithLabelValues("test-operation", "other", "allowed")
+	before := testutil.ToFloat64(other)
+	h.Handle(context.Background(), request("HOSTILE-LABEL-VALUE"))
+	assert.Equal(t, before+1, testutil.ToFloat64(other), "an operation the admission API does not define counts as other")
+	assert.NotContains(t, operationLabels(t), "HOSTILE-LABEL-VALUE", "no series may carry an operation a client made up")
+}
+
+// operationLabels returns the operation label of every series of svcguard_admission_requests_total.
+func operationLabels(t *testing.T) []string {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 1024)
+	metrics.AdmissionRequests.Collect(ch)
+	close(ch)
+	var out []string
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range d.GetLabel() {
+			if l.GetName() == "operation" {
+				out = append(out, l.GetValue())
+			}
+		}
+	}
+	return out
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -61,6 +62,10 @@ type Webhook struct {
 	// webhook's full decisions need are synced; readiness checks it under
 	// the webhook's live failure policy.
 	CachesSynced func() bool
+	// SelfTest is a typical request the webhook must judge without error.
+	// Readiness sends it through the listener and this webhook's real code
+	// every round (see readiness.ServingCheck); it stays out of metrics.
+	SelfTest admissionv1.AdmissionRequest
 }
 
 // Server is one svcguard replica: every registered webhook on one TLS
@@ -76,6 +81,8 @@ type Server struct {
 	elector  *leader.Elector
 	auditing Auditing
 	webhooks []Webhook
+	// selfTest marks readiness's own requests to the webhooks.
+	selfTest readiness.SelfTestMark
 }
 
 // Auditing is what a leader-only audit needs from the server.
@@ -179,6 +186,7 @@ func New(opts *options.Server) (*Server, error) {
 		listener: newListener(opts.WebhookBindAddress, tlsConfig, mux, logger.WithName("webhook-listener")),
 		configs:  configs,
 		elector:  elector,
+		selfTest: readiness.NewSelfTestMark(),
 		auditing: Auditing{
 			Client:       clientset,
 			Recorder:     mgr.GetEventRecorder("svcguard"),
@@ -191,7 +199,10 @@ func New(opts *options.Server) (*Server, error) {
 // Register serves w on its path, wrapped with the common metrics, logging and
 // panic recovery, and makes readiness aware of it.
 func (s *Server) Register(w Webhook) {
-	s.hooks.Register(w.Path, &webhook.Admission{Handler: instrumented{name: w.Name, handler: w.Handler}})
+	s.hooks.Register(w.Path, &webhook.Admission{
+		Handler:         instrumented{name: w.Name, handler: w.Handler},
+		WithContextFunc: s.selfTest.Context,
+	})
 	s.webhooks = append(s.webhooks, w)
 	if w.Off {
 		s.log.Info("webhook is off by its settings; it admits every request unchanged", "webhook", w.Name, "path", w.Path)
@@ -313,7 +324,7 @@ func (s *Server) readiness(servingAddr string) *readiness.Monitor {
 	var all, cached []readiness.Webhook
 	var synced []func() bool
 	for _, w := range s.webhooks {
-		rw := readiness.Webhook{Name: w.Name, Path: w.Path}
+		rw := readiness.Webhook{Name: w.Name, Path: w.Path, SelfTest: w.SelfTest}
 		all = append(all, rw)
 		if w.CachesSynced != nil {
 			cached = append(cached, rw)
@@ -322,7 +333,7 @@ func (s *Server) readiness(servingAddr string) *readiness.Monitor {
 	}
 	checks := []readiness.Check{
 		readiness.TLSCheck(current, all),
-		readiness.ServingCheck(readiness.LoopbackAddress(servingAddr), current, all),
+		readiness.ServingCheck(readiness.LoopbackAddress(servingAddr), current, s.selfTest, all),
 		readiness.CABundleCheck(current, s.configs.Lookup, all),
 	}
 	if len(cached) > 0 {

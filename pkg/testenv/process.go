@@ -22,7 +22,7 @@ type Process struct {
 	HealthURL, MetricsURL string
 
 	cmd    *exec.Cmd
-	output *syncBuffer
+	output *SyncBuffer
 	exited chan struct{}
 	err    error
 }
@@ -63,13 +63,14 @@ func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Wri
 
 // StartProcess starts binary with args, keeping its combined output.
 func StartProcess(binary string, log io.Writer, args ...string) (*Process, error) {
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	var w io.Writer = out
 	if log != nil {
 		w = io.MultiWriter(out, log)
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", binary, err)
 	}
@@ -206,18 +207,21 @@ func BuildBinary(dir string) (string, error) {
 	return out, nil
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that a process writes while a test reads it.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// String returns everything written so far.
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

@@ -22,19 +22,30 @@ import (
 
 // Reasons are the stable labels of the broken rules, as Assessment.Reasons
 // and svcguard_node_ports_incorrect name them.
-var Reasons = []string{"out-of-range", "reserved", "pinned-elsewhere", "pin-mismatch", "host-port"}
+// pin-conflict counts annotation pins that lose a conflict (resolvePins): a
+// finding about the pin, which pins nothing, not about a nodePort.
+var Reasons = []string{"out-of-range", "reserved", "pinned-elsewhere", "pin-mismatch", "host-port", PinConflict}
+
+// PinConflict is the reason label of an annotation pin that loses a conflict.
+const PinConflict = "pin-conflict"
 
 var nodePortsIncorrect = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Name: "svcguard_node_ports_incorrect",
-	Help: "nodePorts that are not correctly allocated, by broken rule (out-of-range, reserved, pinned-elsewhere, pin-mismatch, host-port); set by the leader's audit, 0 elsewhere.",
+	Help: "nodePorts that are not correctly allocated, by broken rule (out-of-range, reserved, pinned-elsewhere, pin-mismatch, host-port), " +
+		"and annotation pins that lose a conflict with a flag pin or another annotation pin and pin nothing (pin-conflict); set by the leader's audit, 0 elsewhere.",
 }, []string{"reason"})
 
 func init() {
 	metrics.MustRegister(nodePortsIncorrect)
 }
 
-// IncorrectReason is the reason of the audit's warning Events.
-const IncorrectReason = "NodePortNotCorrectlyAllocated"
+// Reasons of the audit's warning Events.
+const (
+	// IncorrectReason: a nodePort is not correctly allocated.
+	IncorrectReason = "NodePortNotCorrectlyAllocated"
+	// PinConflictReason: an annotation pin loses a conflict and pins nothing.
+	PinConflictReason = "NodePortPinConflict"
+)
 
 // Audit judges every Service's nodePorts by the guard's own rules
 // (Guard.Assess), periodically and whenever a Service changes, and reports
@@ -82,35 +93,60 @@ func (a *Audit) Start(ctx context.Context) error {
 	return nil
 }
 
-// Finding is one nodePort that is not correctly allocated.
+// Finding is one nodePort that is not correctly allocated, or (Pin set)
+// one annotation pin that loses a conflict.
 type Finding struct {
 	Service  string // namespace/name
 	Port     string // port label
-	NodePort int32
+	NodePort int32  // the port's nodePort; 0 for a port without one
+	// Pin is the nodePort of a losing annotation pin; 0 for a finding on the
+	// port's nodePort.
+	Pin int32
 	Assessment
 }
 
-// Findings judges every cached Service's nodePorts by the guard's rules.
+// key names the finding's subject, so that each gets one Event.
+func (f Finding) key() string {
+	if f.Pin != 0 {
+		return fmt.Sprintf("%s:%s pin %d", f.Service, f.Port, f.Pin)
+	}
+	return f.Service + ":" + f.Port
+}
+
+// problem is the finding in one line.
+func (f Finding) problem() string {
+	if f.Pin != 0 {
+		return fmt.Sprintf("port %s annotation pin %d (%s) pins nothing: %s", f.Port, f.Pin, PinAnnotation, strings.Join(f.Broken, ", "))
+	}
+	return fmt.Sprintf("port %s nodePort %d is not correctly allocated: %s", f.Port, f.NodePort, strings.Join(f.Broken, ", "))
+}
+
+// Findings judges every cached Service's nodePorts by the guard's rules,
+// and its annotation pins by the authority model.
 func (a *Audit) Findings() []Finding {
 	var out []Finding
 	for _, obj := range a.caches.services.GetIndexer().List() {
 		s := obj.(*slimService)
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}}
-		own := make(map[PortRef]int32, len(s.pins))
-		for port, n := range s.pins {
-			own[PortRef{Namespace: s.Namespace, Name: s.Name, Port: port}] = n
-		}
-		for _, p := range s.ports {
-			if p.NodePort == 0 {
-				continue
+		svc := s.service()
+		own := s.ownPins()
+		for _, p := range svc.Spec.Ports {
+			if p.NodePort != 0 {
+				if as := a.guard.assess(svc, p, p.NodePort, own, a.caches); !as.Correct() {
+					out = append(out, Finding{Service: s.Key.String(), Port: portLabel(p), NodePort: p.NodePort, Assessment: as})
+				}
 			}
-			if as := a.guard.assess(svc, p, p.NodePort, own, a.caches); !as.Correct() {
-				out = append(out, Finding{Service: s.Key.String(), Port: portLabel(p), NodePort: p.NodePort, Assessment: as})
+			ref := PortRef{Namespace: s.Namespace, Name: s.Name, Port: portKey(p)}
+			if pin, ok := own[ref]; ok {
+				if why, lost := a.guard.resolvePins(pin, svc, own, a.caches).lost[ref]; lost {
+					f := Finding{Service: s.Key.String(), Port: portLabel(p), NodePort: p.NodePort, Pin: pin}
+					f.fail(PinConflict, why)
+					out = append(out, f)
+				}
 			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
-		return out[i].Service+out[i].Port < out[j].Service+out[j].Port
+		return out[i].key() < out[j].key()
 	})
 	return out
 }
@@ -123,8 +159,7 @@ func (a *Audit) pass(ctx context.Context) {
 		for _, r := range f.Reasons {
 			counts[r]++
 		}
-		key := f.Service + ":" + f.Port
-		problem := fmt.Sprintf("port %s nodePort %d is not correctly allocated: %s", f.Port, f.NodePort, strings.Join(f.Broken, ", "))
+		key, problem := f.key(), f.problem()
 		seen[key] = true
 		if a.reported[key] != problem && a.report(ctx, f, problem) {
 			a.reported[key] = problem
@@ -149,6 +184,12 @@ func (a *Audit) report(ctx context.Context, f Finding, problem string) bool {
 			a.log.Error(err, "node-port audit cannot read the Service", "service", f.Service)
 		}
 		return false
+	}
+	if f.Pin != 0 {
+		a.recorder.Eventf(svc, nil, corev1.EventTypeWarning, PinConflictReason, "Audit",
+			"%s; svcguard never lets it make a nodePort incorrect: remove the pin, or ask a node-port admin to settle the conflict", problem)
+		a.log.Info("annotation pin loses a conflict", "service", f.Service, "port", f.Port, "pin", f.Pin, "why", f.Broken)
+		return true
 	}
 	a.recorder.Eventf(svc, nil, corev1.EventTypeWarning, IncorrectReason, "Audit",
 		"%s; svcguard lets this nodePort be moved to a correct one (it denies moving correctly allocated nodePorts only)", problem)

@@ -2,6 +2,7 @@ package nodeport
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/svcguard/svcguard/pkg/testenv"
@@ -95,4 +97,94 @@ func TestAuditFindingsUseTheGuardsRules(t *testing.T) {
 		`b/db:"pg"`:         {"pin-mismatch"},
 		`c/squatter:"http"`: {"pinned-elsewhere"},
 	}, got)
+}
+
+// TestEnvtestAuditReportsAPreExistingPinConflict: a tenant's annotation pin
+// on 30601 was set before 30601 was flag-pinned to the gateway (the flag pin
+// arrives later, as in an upgrade). The audit reports the tenant's pin as a
+// pin-conflict, with an Event on the tenant's Service, and the pin never
+// makes the gateway's nodePort incorrect.
+func TestEnvtestAuditReportsAPreExistingPinConflict(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := suite.Env.Namespace(t, nil)
+	tenant := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant", Annotations: map[string]string{PinAnnotation: "http=30601"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: map[string]string{"app": "tenant"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
+	}
+	require.NoError(t, suite.Env.Client.Create(ctx, tenant), "30601 is free and pinned by no flag the suite's guard knows: a fine claim")
+	gateway := nodePortService(ns, "gateway", "https", 30601)
+	// The suite's guard sees 30601 pinned by the tenant's annotation: the
+	// gateway takes it by force, as a Service created while svcguard was down would.
+	gateway.Annotations = map[string]string{AllowAnnotation: "true"}
+	require.NoError(t, suite.Env.Client.Create(ctx, gateway))
+
+	guard := testGuard()
+	guard.Pins.Add(PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30601) // the flag pin arrives later
+	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-node-port-audit-pins", "rbac.yaml")
+	cs, err := kubernetes.NewForConfig(svcguard)
+	require.NoError(t, err)
+	caches, err := NewCaches(cs, guard.Range)
+	require.NoError(t, err)
+	go func() { _ = caches.Start(ctx) }()
+	recorder, err := testenv.Recorder(ctx, svcguard)
+	require.NoError(t, err)
+	audit := NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard())
+	go func() { _ = audit.Start(ctx) }()
+
+	var event eventsv1.Event
+	require.Eventually(t, func() bool {
+		found := suite.Env.Events(t, ns, "tenant", PinConflictReason)
+		if len(found) > 0 {
+			event = found[0]
+		}
+		return len(found) == 1
+	}, 20*time.Second, 100*time.Millisecond, "the audit writes one %s Event on the Service carrying the losing pin", PinConflictReason)
+	assert.Equal(t, corev1.EventTypeWarning, event.Type)
+	assert.Contains(t, event.Note, `port "http" annotation pin 30601 (svcguard.io/pinned-node-ports) pins nothing: `+
+		`30601 is pinned to `+ns+`/gateway:https by --pinned-node-ports, which outranks the annotation`)
+
+	got := findingsFor(audit, ns+"/tenant")
+	require.Len(t, got, 1, "one finding for the tenant: its pin")
+	assert.Equal(t, []string{PinConflict}, got[0].Reasons)
+	assert.EqualValues(t, 30601, got[0].Pin)
+	assert.Empty(t, findingsFor(audit, ns+"/gateway"), "the tenant's pin does not make the gateway's flag-pinned nodePort incorrect")
+	assert.Empty(t, suite.Env.Events(t, ns, "gateway", IncorrectReason), "no Event on the gateway")
+	assert.GreaterOrEqual(t, testutil.ToFloat64(nodePortsIncorrect.WithLabelValues(PinConflict)), 1.0,
+		"svcguard_node_ports_incorrect{reason=pin-conflict} counts it")
+}
+
+// TestAuditReportsPinConflicts: the audit reports every annotation pin that
+// loses a conflict, and only those, on the Service that carries it.
+func TestAuditReportsPinConflicts(t *testing.T) {
+	v, tr := newIndexerView()
+	for _, s := range []*corev1.Service{
+		service("default", "pinned", port("http", 80, 30446)),
+		clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+		service("b", "holder", annotate(PinAnnotation, "web=31500"), port("web", 80, 31500)),
+		service("c", "late", annotate(PinAnnotation, "http=31500"), port("http", 80, 31600)),
+		clusterIP("d", "x", annotate(PinAnnotation, "http=31700")),
+		clusterIP("e", "y", annotate(PinAnnotation, "http=31700")),
+		service("f", "squat", port("http", 80, 31700)),
+		service("g", "dangling", annotate(PinAnnotation, "metrics=31800"), port("http", 80, 31900)),
+	} {
+		add(t, v.services, tr.service, s)
+	}
+	a := NewAudit(testGuard(), v.caches(), nil, nil, time.Minute, logr.Discard())
+	got := map[string]string{}
+	for _, f := range a.Findings() {
+		got[f.key()] = strings.Join(f.Reasons, ",") + ": " + f.problem()
+	}
+	want := map[string]string{
+		`tenant/squatter:"http" pin 30446`: `pin-conflict: port "http" annotation pin 30446 (svcguard.io/pinned-node-ports) pins nothing: ` +
+			`30446 is pinned to default/pinned:http by --pinned-node-ports, which outranks the annotation`,
+		`c/late:"http" pin 31500`: `pin-conflict: port "http" annotation pin 31500 (svcguard.io/pinned-node-ports) pins nothing: ` +
+			`31500 is also pinned to b/holder:web, which holds it`,
+		`d/x:"http" pin 31700`: `pin-conflict: port "http" annotation pin 31700 (svcguard.io/pinned-node-ports) pins nothing: ` +
+			`31700 is also pinned to e/y:http, and no pinned port holds it`,
+		`e/y:"http" pin 31700`: `pin-conflict: port "http" annotation pin 31700 (svcguard.io/pinned-node-ports) pins nothing: ` +
+			`31700 is also pinned to d/x:http, and no pinned port holds it`,
+	}
+	assert.Equal(t, want, got, "findings: expected the losing pins only (not default/pinned, b/holder, f/squat, g/dangling)")
 }

@@ -3,6 +3,7 @@ package nodeport
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -17,7 +18,9 @@ import (
 
 // Index names.
 const (
-	pinIndex      = "pinnedNodePort"
+	// nodePortIndex keys a Service under every nodePort it holds or pins by
+	// annotation: one index answers both "who holds N" and "who pins N".
+	nodePortIndex = "nodePort"
 	hostPortIndex = "hostPort"
 )
 
@@ -28,12 +31,45 @@ type slimPod struct {
 	hostPorts []protoPort
 }
 
-// slimService is all the cache keeps of a Service: its name and ports, and
-// the pins its annotation declares.
+// slimService is all the cache keeps of a Service: its name, its ports
+// (name, protocol, number, nodePort) and the pins its annotation declares
+// for ports it has (a pin naming a port the Service lacks pins nothing).
 type slimService struct {
 	slim.Key
-	ports []corev1.ServicePort
+	ports []slimPort
 	pins  map[string]int32
+}
+
+// slimPort is what the rules read of a ServicePort: 40 bytes where a
+// corev1.ServicePort takes 88.
+type slimPort struct {
+	name     string
+	protocol corev1.Protocol
+	port     int32
+	nodePort int32
+}
+
+func (p slimPort) servicePort() corev1.ServicePort {
+	return corev1.ServicePort{Name: p.name, Protocol: p.protocol, Port: p.port, NodePort: p.nodePort}
+}
+
+// service returns the Service the slim copy stands for: its key and ports.
+func (s *slimService) service() *corev1.Service {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}}
+	svc.Spec.Ports = make([]corev1.ServicePort, len(s.ports))
+	for i, p := range s.ports {
+		svc.Spec.Ports[i] = p.servicePort()
+	}
+	return svc
+}
+
+// ownPins returns the Service's annotation pins as refs.
+func (s *slimService) ownPins() map[PortRef]int32 {
+	out := make(map[PortRef]int32, len(s.pins))
+	for port, n := range s.pins {
+		out[PortRef{Namespace: s.Namespace, Name: s.Name, Port: port}] = n
+	}
+	return out
 }
 
 type protoPort struct {
@@ -62,11 +98,7 @@ func (t *transforms) pod(obj any) (any, error) {
 		for _, c := range cs {
 			for _, p := range c.Ports {
 				if p.HostPort != 0 && t.nodePorts.Contains(p.HostPort) {
-					proto := p.Protocol
-					if proto == "" {
-						proto = corev1.ProtocolTCP
-					}
-					out.hostPorts = append(out.hostPorts, protoPort{proto, p.HostPort})
+					out.hostPorts = append(out.hostPorts, protoPort{protocol(p.Protocol), p.HostPort})
 				}
 			}
 		}
@@ -76,20 +108,46 @@ func (t *transforms) pod(obj any) (any, error) {
 	return out, nil
 }
 
-// service keeps a Service's key, ports and annotation pins.
+// protocol returns the shared constant for a protocol (TCP when empty), so
+// that the cache holds no copy of the decoded string.
+func protocol(p corev1.Protocol) corev1.Protocol {
+	switch p {
+	case "", corev1.ProtocolTCP:
+		return corev1.ProtocolTCP
+	case corev1.ProtocolUDP:
+		return corev1.ProtocolUDP
+	case corev1.ProtocolSCTP:
+		return corev1.ProtocolSCTP
+	}
+	return p
+}
+
+// service keeps a Service's key, ports and the annotation pins of ports it has.
 func (t *transforms) service(obj any) (any, error) {
 	svc, ok := obj.(*corev1.Service)
 	if !ok {
 		return obj, nil
 	}
 	out := &slimService{Key: slim.Key{Namespace: t.names.Intern(svc.Namespace), Name: svc.Name}}
-	for _, p := range svc.Spec.Ports {
-		out.ports = append(out.ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, NodePort: p.NodePort})
+	if len(svc.Spec.Ports) > 0 {
+		out.ports = make([]slimPort, len(svc.Spec.Ports))
+		for i, p := range svc.Spec.Ports {
+			out.ports[i] = slimPort{name: p.Name, protocol: protocol(p.Protocol), port: p.Port, nodePort: p.NodePort}
+		}
 	}
 	if value, ok := svc.Annotations[PinAnnotation]; ok {
-		// A malformed annotation pins nothing here; the webhook denies it on the
-		// Service's next change and the audit reports it.
-		out.pins, _ = ParsePinAnnotation(value)
+		// A malformed annotation pins nothing here (the webhook denies it on the
+		// Service's next change), nor does a pin on a port the Service lacks
+		// (the webhook denies it when it is set, or when its port is removed).
+		pins, _ := ParsePinAnnotation(value)
+		for port, n := range pins {
+			if hasPort(svc, port) {
+				if out.pins == nil {
+					out.pins = make(map[string]int32, len(pins))
+				}
+				out.pins[port] = n
+			}
+		}
 	}
 	return out, nil
 }
@@ -109,21 +167,33 @@ func podIndexers() cache.Indexers {
 }
 
 func serviceIndexers() cache.Indexers {
-	return cache.Indexers{pinIndex: func(obj any) ([]string, error) {
+	return cache.Indexers{nodePortIndex: func(obj any) ([]string, error) {
 		svc, ok := obj.(*slimService)
 		if !ok {
 			return nil, nil
 		}
-		keys := make([]string, 0, len(svc.pins))
+		var keys []string
+		add := func(n int32) {
+			k := strconv.Itoa(int(n))
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+		for _, p := range svc.ports {
+			if p.nodePort != 0 {
+				add(p.nodePort)
+			}
+		}
 		for _, n := range svc.pins {
-			keys = append(keys, strconv.Itoa(int(n)))
+			add(n)
 		}
 		return keys, nil
 	}}
 }
 
-// Caches are the informers that feed rules 3 and 5: every Service's pins
-// and every Pod's hostPorts in the range, indexed so that one decision costs
+// Caches are the informers that feed rules 3 and 5 and the pin claims:
+// every Service's pins and held nodePorts, and every Pod's hostPorts in the
+// range, indexed so that one decision costs
 // O(ports), never a scan of the cluster. They implement View.
 type Caches struct {
 	pods, services indexed
@@ -195,10 +265,8 @@ func (c *Caches) Synced() bool {
 
 // AnnotationPins implements View.
 func (c *Caches) AnnotationPins(nodePort int32) []PortRef {
-	objs, _ := c.services.GetIndexer().ByIndex(pinIndex, strconv.Itoa(int(nodePort)))
 	var refs []PortRef
-	for _, obj := range objs {
-		svc := obj.(*slimService)
+	for _, svc := range c.servicesAt(nodePort) {
 		for port, n := range svc.pins {
 			if n == nodePort {
 				refs = append(refs, PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: port})
@@ -206,6 +274,31 @@ func (c *Caches) AnnotationPins(nodePort int32) []PortRef {
 		}
 	}
 	return refs
+}
+
+// Holders implements View.
+func (c *Caches) Holders(nodePort int32) []PortRef {
+	var refs []PortRef
+	for _, svc := range c.servicesAt(nodePort) {
+		for _, p := range svc.ports {
+			if p.nodePort == nodePort {
+				refs = append(refs, PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: portKey(p.servicePort())})
+			}
+		}
+	}
+	return refs
+}
+
+// servicesAt returns the Services that hold or pin nodePort.
+func (c *Caches) servicesAt(nodePort int32) []*slimService {
+	objs, _ := c.services.GetIndexer().ByIndex(nodePortIndex, strconv.Itoa(int(nodePort)))
+	out := make([]*slimService, 0, len(objs))
+	for _, obj := range objs {
+		if svc, ok := obj.(*slimService); ok {
+			out = append(out, svc)
+		}
+	}
+	return out
 }
 
 // HostPortPods implements View.

@@ -78,6 +78,13 @@ func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
 	assert.Empty(t, c.HostPortPods(31000, corev1.ProtocolUDP), "another protocol does not collide")
 	assert.Empty(t, c.HostPortPods(8080, corev1.ProtocolTCP), "hostPorts outside the range are not cached")
 	assert.Equal(t, []PortRef{{Namespace: "b", Name: "db", Port: "pg"}}, c.AnnotationPins(31500))
+	assert.Equal(t, []PortRef{{Namespace: "b", Name: "db", Port: "pg"}}, c.Holders(31500), "the index knows who holds a nodePort")
+	add(t, v.services, tr.service, service("c", "unnamed", port("", 8080, 31600)))
+	assert.Equal(t, []PortRef{{Namespace: "c", Name: "unnamed", Port: "8080"}}, c.Holders(31600), "an unnamed port is named by its number")
+	assert.Empty(t, c.Holders(31501))
+	add(t, v.services, tr.service, service("d", "dangling", annotate(PinAnnotation, "metrics=31700,http=31701"), port("http", 80, 31000)))
+	assert.Empty(t, c.AnnotationPins(31700), "a pin on a port the Service lacks pins nothing")
+	assert.Equal(t, []PortRef{{Namespace: "d", Name: "dangling", Port: "http"}}, c.AnnotationPins(31701))
 
 	kept, _, _ := v.pods.GetByKey("team-3/app-3-7f9c8d6b5-x00003")
 	assert.Equal(t, &slimPod{Key: slim.Key{Namespace: "team-3", Name: "app-3-7f9c8d6b5-x00003"}}, kept, "a Pod keeps its key and nothing else")

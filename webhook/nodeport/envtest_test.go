@@ -23,7 +23,7 @@ var suite = &testenv.Suite{
 	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/validating.yaml"}},
 	Register: func(s *server.Server) error {
 		opts := NewOptions()
-		opts.PinnedNodePorts = []string{"istio-ingress/istio-ingressgateway:tcp=30445"}
+		opts.PinnedNodePorts = []string{"istio-ingress/istio-ingressgateway:tcp=30445", "default/pinned:http=30446"}
 		if err := opts.Validate(); err != nil {
 			return err
 		}
@@ -198,4 +198,82 @@ func TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff(t *testing.T) {
 	assert.EqualValues(t, 31778, updated.Spec.Ports[0].NodePort)
 	// The namespace's long generated name makes the warning reach its 120-character cut.
 	assert.Contains(t, strings.Join(w.take(), "\n"), `port "http" nodePort 31777 -> 31778 allowed: 31777 was hostPort of Pod `)
+}
+
+func clusterIPService(ns, name, portName string, annotations map[string]string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Name: portName, Port: 80, Protocol: corev1.ProtocolTCP}}},
+	}
+}
+
+// TestEnvtestTenantCannotCancelAPin replays issue #10, item 1, through the
+// real API server: a tenant's ClusterIP Service in another namespace whose
+// annotation names a nodePort flag-pinned to default/pinned used to be
+// admitted, and from then on the pin's owner could move its nodePort
+// 30446 -> 30500 (the port counted as "pinned to another Service"). An
+// annotation pin is a claim: it is denied, naming the holder, and the move
+// stays denied.
+func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
+	ctx := context.Background()
+	c, _ := clientWithWarnings(t)
+	const owner = "pinned"
+	_, err := c.CoreV1().Services("default").Create(ctx, nodePortService("default", owner, "http", 30446), metav1.CreateOptions{})
+	require.NoError(t, err, "the pin's owner takes its flag-pinned nodePort")
+	t.Cleanup(func() { _ = c.CoreV1().Services("default").Delete(context.Background(), owner, metav1.DeleteOptions{}) })
+	tenant := suite.Env.Namespace(t, nil)
+
+	t.Run("a tenant's ClusterIP Service pinning the flag-pinned 30446 by annotation is denied, naming the holder", func(t *testing.T) {
+		squatter := clusterIPService(tenant, "squatter", "http", map[string]string{PinAnnotation: "http=30446"})
+		_, err := c.CoreV1().Services(tenant).Create(ctx, squatter, metav1.CreateOptions{})
+		require.Error(t, err, "the exploit: the annotation pin must not be admitted")
+		assert.Contains(t, err.Error(), tenant+`/squatter: annotation svcguard.io/pinned-node-ports pin http=30446 denied: 30446 is pinned to default/pinned:http by --pinned-node-ports; `+
+			`pin a nodePort that is in range, not reserved, not pinned and not held by another Service, or ask a node-port admin (--node-port-admins)`)
+	})
+
+	t.Run("the pin's owner still may not move 30446 -> 30500", func(t *testing.T) {
+		want := `default/pinned: port "http" nodePort 30446 -> 30500 denied: 30446 is correctly allocated ` +
+			`(in range 30000-32767, not reserved, pinned to this port, no hostPort)`
+		// "no hostPort": the caches are synced, so every annotation pin in the cluster was weighed.
+		require.Eventually(t, func() bool {
+			_, err := update(ctx, c, "default", owner, true, setNodePort(30500))
+			return err != nil && strings.Contains(err.Error(), want)
+		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
+		_, err := update(ctx, c, "default", owner, false, setNodePort(30500))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), want)
+		stored, err := c.CoreV1().Services("default").Get(ctx, owner, metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.EqualValues(t, 30446, stored.Spec.Ports[0].NodePort, "the pin's owner keeps 30446")
+	})
+
+	t.Run("an annotation pin on a nodePort another Service holds is denied, naming the holder", func(t *testing.T) {
+		holderNS := suite.Env.Namespace(t, nil)
+		_, err := c.CoreV1().Services(holderNS).Create(ctx, nodePortService(holderNS, "holder", "web", 31446), metav1.CreateOptions{})
+		require.NoError(t, err)
+		grabber := clusterIPService(tenant, "grabber", "http", map[string]string{PinAnnotation: "http=31446"})
+		want := tenant + `/grabber: annotation svcguard.io/pinned-node-ports pin http=31446 denied: 31446 is held by ` + holderNS + `/holder:web`
+		// The holder reaches the guard's cache through a watch.
+		require.Eventually(t, func() bool {
+			_, err := c.CoreV1().Services(tenant).Create(ctx, grabber, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err != nil && strings.Contains(err.Error(), want)
+		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
+		_, err = c.CoreV1().Services(tenant).Create(ctx, grabber, metav1.CreateOptions{})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), want)
+	})
+
+	t.Run("an annotation pin on a nodePort another Service's annotation pins is denied, naming that pin", func(t *testing.T) {
+		first := clusterIPService(tenant, "first", "http", map[string]string{PinAnnotation: "http=31447"})
+		_, err := c.CoreV1().Services(tenant).Create(ctx, first, metav1.CreateOptions{})
+		require.NoError(t, err, "a pin on a free nodePort is a fine claim")
+		other := suite.Env.Namespace(t, nil)
+		second := clusterIPService(other, "second", "http", map[string]string{PinAnnotation: "http=31447"})
+		want := other + `/second: annotation svcguard.io/pinned-node-ports pin http=31447 denied: 31447 is pinned to ` + tenant + `/first:http by annotation`
+		require.Eventually(t, func() bool {
+			_, err := c.CoreV1().Services(other).Create(ctx, second, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err != nil && strings.Contains(err.Error(), want)
+		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
+	})
 }

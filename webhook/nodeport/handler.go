@@ -24,7 +24,8 @@ type Handler struct {
 	// OnDenied is told of each denied request that moved a correctly
 	// allocated nodePort; not called for dry runs.
 	OnDenied func()
-	// OnDegraded is told of each decision made before the caches synced.
+	// OnDegraded is told of each decision made before the caches synced;
+	// not called for dry runs (readiness's self-test is one).
 	OnDegraded func()
 }
 
@@ -51,13 +52,14 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	}
 
 	verdict := h.Guard.Judge(review)
-	if verdict.Degraded && h.OnDegraded != nil {
+	dryRun := ptr.Deref(req.DryRun, false)
+	if verdict.Degraded && h.OnDegraded != nil && !dryRun {
 		h.OnDegraded()
 	}
 	if verdict.Allowed() {
 		return admission.Allowed("").WithWarnings(verdict.Warnings...)
 	}
-	if h.OnDenied != nil && !ptr.Deref(req.DryRun, false) && verdict.ReassignmentDenied {
+	if h.OnDenied != nil && !dryRun && verdict.ReassignmentDenied {
 		h.OnDenied()
 	}
 	return admission.Denied(strings.Join(verdict.Denials, "; ")).WithWarnings(verdict.Warnings...)

@@ -104,15 +104,19 @@ func TestHandlerCountsDecisionsMadeWithoutSyncedCaches(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		view         fakeView
+		dryRun       bool
 		wantDegraded int
 	}{
-		{"caches synced: a full decision", fakeView{}, 0},
-		{"caches not synced: judged by range, reserved ports and flag pins, counted degraded", fakeView{unsynced: true}, 1},
+		{"caches synced: a full decision", fakeView{}, false, 0},
+		{"caches not synced: judged by range, reserved ports and flag pins, counted degraded", fakeView{unsynced: true}, false, 1},
+		{"caches not synced, dry run (the readiness self-test is one): not counted", fakeView{unsynced: true}, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			degraded := 0
 			h := &Handler{Guard: testGuard(), View: tc.view, Decoder: admissiontest.Decoder, OnDegraded: func() { degraded++ }}
-			resp := h.Handle(context.Background(), move.Build(t))
+			req := move
+			req.DryRun = tc.dryRun
+			resp := h.Handle(context.Background(), req.Build(t))
 			assert.False(t, resp.Allowed, "the flag pin still protects 30445 without caches")
 			assert.Equal(t, tc.wantDegraded, degraded, "svcguard_degraded_decisions_total increments")
 		})

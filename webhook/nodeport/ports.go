@@ -23,9 +23,11 @@ import (
 
 // Annotations a Service carries for the guard.
 const (
-	// PinAnnotation pins ports of the Service to nodePorts: "PORT=NODEPORT,...",
-	// PORT being the port's name (or its number, for an unnamed port).
+	// PinAnnotation pins ports of the Service to nodePorts (PinSyntax), PORT
+	// being the port's name (or its number, for an unnamed port).
 	PinAnnotation = "svcguard.io/pinned-node-ports"
+	// PinSyntax is the syntax of PinAnnotation's value, as messages spell it.
+	PinSyntax = "PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]"
 	// AllowAnnotation set to "true" on the new object forces a change the
 	// guard would deny.
 	AllowAnnotation = "svcguard.io/allow-node-port-reassignment"
@@ -41,11 +43,6 @@ type PortRef struct {
 // String is "namespace/name:port".
 func (r PortRef) String() string {
 	return fmt.Sprintf("%s/%s:%s", r.Namespace, r.Name, r.Port)
-}
-
-// sameService tells whether r and o are ports of the same Service.
-func (r PortRef) sameService(o PortRef) bool {
-	return r.Namespace == o.Namespace && r.Name == o.Name
 }
 
 // portKey is how pins and matching name a ServicePort.
@@ -195,12 +192,16 @@ func ParsePinAnnotation(value string) (map[string]int32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", item, err)
 		}
+		if prev, twice := pins[port]; twice {
+			return nil, fmt.Errorf("port %s is pinned twice (%d and %d)", port, prev, n)
+		}
 		pins[port] = n
 	}
 	return pins, nil
 }
 
-// annotationPins returns the pins a Service's annotation declares, as refs.
+// annotationPins returns the pins a Service's annotation declares, as refs,
+// including pins on ports the Service lacks (see pinsOnPorts).
 func annotationPins(svc *corev1.Service) (map[PortRef]int32, error) {
 	value, ok := svc.Annotations[PinAnnotation]
 	if !ok {
@@ -208,13 +209,44 @@ func annotationPins(svc *corev1.Service) (map[PortRef]int32, error) {
 	}
 	pins, err := ParsePinAnnotation(value)
 	if err != nil {
-		return nil, fmt.Errorf("annotation %s=%q: %w", PinAnnotation, value, err)
+		return nil, fmt.Errorf("annotation %s=%q is malformed: %w", PinAnnotation, value, err)
 	}
 	out := make(map[PortRef]int32, len(pins))
 	for port, n := range pins {
 		out[PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: port}] = n
 	}
 	return out, nil
+}
+
+// pinsOnPorts returns the pins that name a port svc has: a pin on a port
+// the Service lacks pins nothing.
+func pinsOnPorts(svc *corev1.Service, pins map[PortRef]int32) map[PortRef]int32 {
+	out := make(map[PortRef]int32, len(pins))
+	for ref, n := range pins {
+		if hasPort(svc, ref.Port) {
+			out[ref] = n
+		}
+	}
+	return out
+}
+
+// hasPort tells whether svc has a port named key (portKey).
+func hasPort(svc *corev1.Service, key string) bool {
+	for _, p := range svc.Spec.Ports {
+		if portKey(p) == key {
+			return true
+		}
+	}
+	return false
+}
+
+// portKeys returns the names of svc's ports, as pins name them.
+func portKeys(svc *corev1.Service) []string {
+	keys := make([]string, 0, len(svc.Spec.Ports))
+	for _, p := range svc.Spec.Ports {
+		keys = append(keys, portKey(p))
+	}
+	return keys
 }
 
 // Admins are the users and groups whose changes the guard lets through.
@@ -247,6 +279,21 @@ func (a Admins) Match(user string, groups []string) string {
 		}
 	}
 	return ""
+}
+
+// sortRefs sorts refs by namespace, name and port.
+func sortRefs(refs []PortRef) {
+	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+}
+
+// sortedPinRefs returns the refs of pins, sorted.
+func sortedPinRefs(pins map[PortRef]int32) []PortRef {
+	refs := make([]PortRef, 0, len(pins))
+	for ref := range pins {
+		refs = append(refs, ref)
+	}
+	sortRefs(refs)
+	return refs
 }
 
 // sortedRefs returns refs as sorted strings.

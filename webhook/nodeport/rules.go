@@ -2,6 +2,8 @@ package nodeport
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,8 +16,13 @@ type View interface {
 	// Synced tells whether the caches hold the whole cluster yet; until then
 	// rules 3 and 5 use the flag pins only and skip hostPorts.
 	Synced() bool
-	// AnnotationPins returns the ports whose Service annotation pins nodePort.
+	// AnnotationPins returns the ports whose Service annotation pins
+	// nodePort; only ports the Service has (a pin on a port it lacks pins
+	// nothing).
 	AnnotationPins(nodePort int32) []PortRef
+	// Holders returns the ports that hold nodePort now: the ports whose
+	// Service has it as their nodePort.
+	Holders(nodePort int32) []PortRef
 	// HostPortPods returns "namespace/name" of the Pods that use nodePort as
 	// a hostPort with protocol.
 	HostPortPods(nodePort int32, protocol corev1.Protocol) []string
@@ -31,6 +38,9 @@ type Guard struct {
 	Pins Pins
 	// Admins may force any change.
 	Admins Admins
+	// RestrictPinAnnotation lets only Admins add, change or remove
+	// PinAnnotation (--restrict-pin-annotation).
+	RestrictPinAnnotation bool
 }
 
 // Review is one Service change to judge.
@@ -102,13 +112,18 @@ func (a *Assessment) fail(reason, text string) {
 //  3. n is not pinned to another Service or another port;
 //  4. if the port has a pin, n equals it;
 //  5. no Pod uses n as a hostPort (only once the caches are synced).
+//
+// Pins count by the authority model of resolvePins: a flag pin outranks
+// any annotation pin, and an annotation pin that loses a conflict counts for
+// nothing, for rule 3 as for rule 4.
 func (g *Guard) Assess(svc *corev1.Service, p corev1.ServicePort, n int32, view View) Assessment {
-	own, _ := annotationPins(svc) // a malformed annotation pins nothing; Judge denies it separately
-	return g.assess(svc, p, n, own, view)
+	pins, _ := annotationPins(svc) // a malformed annotation pins nothing; Judge denies it separately
+	return g.assess(svc, p, n, pinsOnPorts(svc, pins), view)
 }
 
-// assess is Assess with the Service's annotation pins already parsed, so
-// that Judge parses them once per request, not once per port.
+// assess is Assess with the Service's annotation pins (on ports it has)
+// already parsed, so that Judge parses them once per request, not once per
+// port.
 func (g *Guard) assess(svc *corev1.Service, p corev1.ServicePort, n int32, own map[PortRef]int32, view View) Assessment {
 	ref := PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: portKey(p)}
 	var a Assessment
@@ -124,11 +139,16 @@ func (g *Guard) assess(svc *corev1.Service, p corev1.ServicePort, n int32, own m
 		a.Held = append(a.Held, "not reserved")
 	}
 
+	onN := g.resolvePins(n, svc, own, view)
 	pin, pinned := g.Pins.Of(ref)
-	if !pinned {
-		pin, pinned = own[ref]
+	if m, ok := own[ref]; ok && !pinned {
+		onM := onN
+		if m != n {
+			onM = g.resolvePins(m, svc, own, view)
+		}
+		pin, pinned = m, onM.counts(ref) // a pin that lost a conflict pins nothing
 	}
-	if others := g.pinnedElsewhere(ref, n, own, view); len(others) > 0 {
+	if others := g.pinnedElsewhere(ref, n, onN); len(others) > 0 {
 		a.fail("pinned-elsewhere", "pinned to "+strings.Join(others, ", "))
 	} else if !pinned {
 		a.Held = append(a.Held, "not pinned elsewhere")
@@ -155,29 +175,143 @@ func (g *Guard) assess(svc *corev1.Service, p corev1.ServicePort, n int32, own m
 }
 
 // pinnedElsewhere returns the ports other than ref that n is pinned to: by
-// flag, by the Service's own annotation, and (once synced) by other
-// Services' annotations. The cache's copy of ref's own Service is skipped:
-// the object under review is the current truth for it.
-func (g *Guard) pinnedElsewhere(ref PortRef, n int32, own map[PortRef]int32, view View) []string {
+// flag, and by the annotation pins on n that count (onN, from resolvePins).
+func (g *Guard) pinnedElsewhere(ref PortRef, n int32, onN pinResolution) []string {
 	var others []PortRef
 	for _, o := range g.Pins.Owners(n) {
 		if o != ref {
 			others = append(others, o)
 		}
 	}
-	for o, pin := range own {
-		if pin == n && o != ref {
+	for _, o := range onN.counted {
+		if o != ref {
 			others = append(others, o)
 		}
 	}
-	if view.Synced() {
-		for _, o := range view.AnnotationPins(n) {
-			if !o.sameService(ref) {
-				others = append(others, o)
-			}
+	return dedupe(sortedRefs(others))
+}
+
+// pinResolution is how the authority model settles the annotation pins on
+// one nodePort.
+type pinResolution struct {
+	// counted are the annotation pins that count, for rules 3 and 4.
+	counted []PortRef
+	// lost maps each annotation pin that counts for nothing to why: the
+	// audit reports it as a pin-conflict.
+	lost map[PortRef]string
+}
+
+func (r pinResolution) counts(ref PortRef) bool {
+	return slices.Contains(r.counted, ref)
+}
+
+// resolvePins settles the annotation pins on nodePort n by the authority
+// model. Admission keeps conflicts from arising (every new or changed pin is
+// a claim, see badPin); this decides the ones made before svcguard ran, while
+// it was down, or forced by a node-port admin:
+//   - a flag pin outranks any annotation pin: the annotation pin of a port
+//     that has a flag pin, or on a nodePort flag-pinned to another port,
+//     counts for nothing;
+//   - an annotation pin alone on n counts;
+//   - of several annotation pins on n, those whose port holds n count; when
+//     none holds it, none counts.
+//
+// A pin that counts for nothing is lost: it never makes a nodePort
+// incorrect, another port's or its own. self and own (its pins on ports it
+// has) stand in for the cache's copy of the Service under judgment.
+func (g *Guard) resolvePins(n int32, self *corev1.Service, own map[PortRef]int32, view View) pinResolution {
+	var candidates []PortRef
+	for o, pin := range own {
+		if pin == n {
+			candidates = append(candidates, o)
 		}
 	}
-	return dedupe(sortedRefs(others))
+	if view.Synced() {
+		candidates = append(candidates, otherServices(view.AnnotationPins(n), self)...)
+	}
+	if len(candidates) == 0 {
+		return pinResolution{}
+	}
+	sortRefs(candidates)
+	res := pinResolution{lost: map[PortRef]string{}}
+	var left []PortRef
+	for _, o := range candidates {
+		if flag, ok := g.Pins.Of(o); ok {
+			if flag != n {
+				res.lost[o] = fmt.Sprintf("its port is pinned to %d by --pinned-node-ports, which outranks the annotation", flag)
+			} // else the annotation repeats the flag pin, which counts on its own
+			continue
+		}
+		if owners := othersThan(g.Pins.Owners(n), o); len(owners) > 0 {
+			res.lost[o] = fmt.Sprintf("%d is pinned to %s by --pinned-node-ports, which outranks the annotation", n, joinRefs(owners))
+			continue
+		}
+		left = append(left, o)
+	}
+	if len(left) <= 1 {
+		res.counted = left
+		return res
+	}
+	holders := holdersOf(n, self, view)
+	for _, o := range left {
+		if slices.Contains(holders, o) {
+			res.counted = append(res.counted, o)
+		}
+	}
+	for _, o := range left {
+		switch {
+		case res.counts(o):
+		case len(res.counted) > 0:
+			res.lost[o] = fmt.Sprintf("%d is also pinned to %s, which holds it", n, joinRefs(res.counted))
+		default:
+			res.lost[o] = fmt.Sprintf("%d is also pinned to %s, and no pinned port holds it", n, joinRefs(othersThan(left, o)))
+		}
+	}
+	return res
+}
+
+// holdersOf returns the ports that hold nodePort n: self's, and (once the
+// caches are synced) other Services'.
+func holdersOf(n int32, self *corev1.Service, view View) []PortRef {
+	var out []PortRef
+	for _, p := range self.Spec.Ports {
+		if p.NodePort == n {
+			out = append(out, PortRef{Namespace: self.Namespace, Name: self.Name, Port: portKey(p)})
+		}
+	}
+	if view.Synced() {
+		out = append(out, otherServices(view.Holders(n), self)...)
+	}
+	return out
+}
+
+// otherServices returns the refs that are not ports of svc: the cache's copy
+// of the Service under judgment is stale, the object under review is the
+// truth.
+func otherServices(refs []PortRef, svc *corev1.Service) []PortRef {
+	var out []PortRef
+	for _, o := range refs {
+		if o.Namespace != svc.Namespace || o.Name != svc.Name {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// othersThan returns refs without ref.
+func othersThan(refs []PortRef, ref PortRef) []PortRef {
+	var out []PortRef
+	for _, o := range refs {
+		if o != ref {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// joinRefs is "a/b:c, d/e:f", sorted.
+func joinRefs(refs []PortRef) string {
+	return strings.Join(dedupe(sortedRefs(refs)), ", ")
 }
 
 func dedupe(sorted []string) []string {
@@ -195,19 +329,26 @@ func (g *Guard) Judge(r Review) Verdict {
 	var v Verdict
 	svc := r.New
 	key := svc.Namespace + "/" + svc.Name
-	own, err := annotationPins(svc)
-	if err != nil {
-		v.Denials = append(v.Denials, fmt.Sprintf("%s: %v; fix the annotation (PORTNAME=NODEPORT,...)", key, err))
+	admin := g.Admins.Match(r.User, r.Groups)
+	if g.RestrictPinAnnotation && admin == "" && pinAnnotationChanged(r.Old, svc) {
+		v.Denials = append(v.Denials, fmt.Sprintf("%s: annotation %s denied: on this cluster only node-port admins (--node-port-admins) "+
+			"may add, change or remove it (--%s); ask one to set the pin, or leave the annotation as it was", key, PinAnnotation, RestrictPinAnnotationFlag))
 		return v
 	}
+	pins, err := annotationPins(svc)
+	if err != nil {
+		v.Denials = append(v.Denials, fmt.Sprintf("%s: %v; write it as %s (PORTNAME: a port's name, or its number if unnamed)", key, err, PinSyntax))
+		return v
+	}
+	own := pinsOnPorts(svc, pins)
 
 	forcedBy := ""
 	if svc.Annotations[AllowAnnotation] == "true" {
 		forcedBy = "annotation " + AllowAnnotation
-	} else if admin := g.Admins.Match(r.User, r.Groups); admin != "" {
+	} else if admin != "" {
 		forcedBy = "node-port admin " + admin
 	}
-	judged := false
+	judged := g.judgePins(r, pins, admin, &v)
 	// deny refuses with msg, or, when forced, lets the change through with a
 	// warning that says what changes (short: warnings are cut at 120 characters).
 	deny := func(msg, forced string) {
@@ -276,7 +417,7 @@ func (g *Guard) Judge(r Review) Verdict {
 		v.Degraded = true
 		v.warn("caches not synced: judged by range, reserved ports and pins only")
 	}
-	if forcedBy != "" && len(v.Warnings) == 0 && judged {
+	if svc.Annotations[AllowAnnotation] == "true" && len(v.Warnings) == 0 && judged && v.Allowed() {
 		v.warn("%s set, but nothing needed forcing", AllowAnnotation)
 	}
 	return v
@@ -290,10 +431,112 @@ func (g *Guard) badClaim(svc *corev1.Service, p corev1.ServicePort, own map[Port
 	if g.Reserved.Contains(p.NodePort) {
 		why = append(why, fmt.Sprintf("%d is reserved", p.NodePort))
 	}
-	if others := g.pinnedElsewhere(ref, p.NodePort, own, view); len(others) > 0 {
+	if others := g.pinnedElsewhere(ref, p.NodePort, g.resolvePins(p.NodePort, svc, own, view)); len(others) > 0 {
 		why = append(why, fmt.Sprintf("%d is pinned to %s", p.NodePort, strings.Join(others, ", ")))
 	}
 	return strings.Join(why, " and ")
+}
+
+// judgePins judges the annotation pins of r.New: every pin must name a port
+// the Service has, and each pin that the change adds or changes (every pin
+// on CREATE) is a claim on its nodePort (badPin). Unchanged pins are not
+// judged again. A node-port admin may force a claim, with a warning; the
+// allow annotation may not (anyone who may edit the Service may set it). It
+// tells whether a claim was judged.
+func (g *Guard) judgePins(r Review, pins map[PortRef]int32, admin string, v *Verdict) (judged bool) {
+	svc := r.New
+	var old map[PortRef]int32
+	if r.Old != nil {
+		old, _ = annotationPins(r.Old) // a malformed annotation pinned nothing
+	}
+	for _, o := range sortedPinRefs(pins) {
+		n := pins[o]
+		prev, had := old[o]
+		changed := !had || prev != n
+		what := fmt.Sprintf("%s/%s: annotation %s pin %s=%d denied", svc.Namespace, svc.Name, PinAnnotation, o.Port, n)
+		if !hasPort(svc, o.Port) {
+			// Judged when the pin is set, and when the change removes its port;
+			// a pin that named no port before pins nothing and stays untouched.
+			if changed || (r.Old != nil && hasPort(r.Old, o.Port)) {
+				v.Denials = append(v.Denials, fmt.Sprintf("%s: the Service has no port %s (its ports: %s); "+
+					"pin only this Service's ports, by name (by number if unnamed), or remove the pin", what, o.Port, orNone(portKeys(svc))))
+			}
+			continue
+		}
+		if !changed {
+			continue
+		}
+		judged = true
+		why := g.badPin(o, n, svc, r.View)
+		switch {
+		case why == "":
+		case admin != "":
+			v.warn("forced by node-port admin %s: pin %s=%d", admin, o.Port, n)
+		default:
+			v.Denials = append(v.Denials, fmt.Sprintf("%s: %s; pin a nodePort that is in range, not reserved, not pinned and not held "+
+				"by another Service, or ask a node-port admin (--node-port-admins)", what, why))
+		}
+	}
+	return judged
+}
+
+// badPin says why the annotation pin of port o on nodePort n is not a fine
+// claim: n is outside the range, reserved, flag-pinned to another port
+// (or o is flag-pinned to another nodePort), or held or pinned by annotation
+// by another Service. Empty: the claim is fine. Holders and annotation pins
+// are checked once the caches are synced.
+func (g *Guard) badPin(o PortRef, n int32, svc *corev1.Service, view View) string {
+	var why []string
+	if !g.Range.Contains(n) {
+		why = append(why, fmt.Sprintf("%d is outside range %s", n, g.Range))
+	}
+	if g.Reserved.Contains(n) {
+		why = append(why, fmt.Sprintf("%d is reserved", n))
+	}
+	if flag, ok := g.Pins.Of(o); ok && flag != n {
+		why = append(why, fmt.Sprintf("port %s is pinned to %d by --pinned-node-ports, which an annotation cannot change", o.Port, flag))
+	}
+	owners := othersThan(g.Pins.Owners(n), o)
+	if len(owners) > 0 {
+		why = append(why, fmt.Sprintf("%d is pinned to %s by --pinned-node-ports", n, joinRefs(owners)))
+	}
+	if view.Synced() {
+		holders := slices.DeleteFunc(otherServices(view.Holders(n), svc), func(h PortRef) bool { return slices.Contains(owners, h) })
+		if len(holders) > 0 { // a flag pin's owner holding its nodePort is named once
+			why = append(why, fmt.Sprintf("%d is held by %s", n, joinRefs(holders)))
+		}
+		if pinned := otherServices(view.AnnotationPins(n), svc); len(pinned) > 0 {
+			why = append(why, fmt.Sprintf("%d is pinned to %s by annotation", n, joinRefs(pinned)))
+		}
+	}
+	return strings.Join(why, " and ")
+}
+
+// pinAnnotationChanged tells whether a change adds, changes or removes the
+// pin annotation (every pin annotation on CREATE). A value that parses to the
+// same pins is no change.
+func pinAnnotationChanged(old, new *corev1.Service) bool {
+	nv, nok := new.Annotations[PinAnnotation]
+	if old == nil {
+		return nok
+	}
+	ov, ook := old.Annotations[PinAnnotation]
+	if nok != ook {
+		return true
+	}
+	if nv == ov {
+		return false
+	}
+	np, nerr := ParsePinAnnotation(nv)
+	op, oerr := ParsePinAnnotation(ov)
+	return nerr != nil || oerr != nil || !maps.Equal(np, op)
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
 }
 
 // allocatesNodePorts tells whether svc keeps nodePorts at all.

@@ -15,19 +15,27 @@ import (
 type fakeView struct {
 	unsynced  bool
 	pins      map[int32][]PortRef
+	holders   map[int32][]PortRef
 	hostPorts map[int32][]string
 }
 
 func (f fakeView) Synced() bool                                     { return !f.unsynced }
 func (f fakeView) AnnotationPins(n int32) []PortRef                 { return f.pins[n] }
+func (f fakeView) Holders(n int32) []PortRef                        { return f.holders[n] }
 func (f fakeView) HostPortPods(n int32, _ corev1.Protocol) []string { return f.hostPorts[n] }
 
-var gateway = PortRef{Namespace: "istio-ingress", Name: "istio-ingressgateway", Port: "tcp"}
+var (
+	gateway = PortRef{Namespace: "istio-ingress", Name: "istio-ingressgateway", Port: "tcp"}
+	// pinnedOwner is the flag pin of issue #10: --pinned-node-ports default/pinned:http=30446.
+	pinnedOwner = PortRef{Namespace: "default", Name: "pinned", Port: "http"}
+)
 
-// testGuard pins the gateway's tcp port to 30445 by flag and reserves 30100-30110.
+// testGuard pins the gateway's tcp port to 30445 and default/pinned's http
+// port to 30446 by flag, and reserves 30100-30110.
 func testGuard() *Guard {
 	g := &Guard{Range: Range{30000, 32767}, Reserved: PortSet{{30100, 30110}}, Admins: ParseAdmins([]string{"platform-admin", "group:platform"})}
 	g.Pins.Add(gateway, 30445)
+	g.Pins.Add(pinnedOwner, 30446)
 	return g
 }
 
@@ -239,32 +247,332 @@ func TestJudge(t *testing.T) {
 			new:        service("a", "web", port("http", 80, 30445)),
 			wantDenial: "30445 is pinned to istio-ingress/istio-ingressgateway:tcp",
 		},
-		{
-			name:       "a malformed pin annotation is denied with how to fix it",
-			new:        service("a", "web", annotate(PinAnnotation, "http=abc"), port("http", 80, 31000)),
-			wantDenial: `a/web: annotation svcguard.io/pinned-node-ports="http=abc": "http=abc": "abc" is not a port from 1 to 65535; fix the annotation`,
-		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			v := testGuard().Judge(Review{Old: tc.old, New: tc.new, User: tc.user, Groups: tc.groups, View: tc.view})
-			if tc.wantDenial == "" {
-				assert.True(t, v.Allowed(), "expected allowed, got denials %q", v.Denials)
-			} else {
-				require.False(t, v.Allowed(), "expected a denial containing %q, got allowed with warnings %q", tc.wantDenial, v.Warnings)
-				assert.Contains(t, strings.Join(v.Denials, "\n"), tc.wantDenial)
-				for _, d := range v.Denials {
-					assert.NotContains(t, d, "\n", "a denial is one line")
-				}
-			}
-			assert.Equal(t, tc.wantReassignment, v.ReassignmentDenied, "counted as a denied reassignment")
-			if tc.wantWarning == "" {
-				assert.Empty(t, v.Warnings, "expected no warning")
-			} else {
-				assert.Contains(t, strings.Join(v.Warnings, "\n"), tc.wantWarning)
-			}
-			for _, w := range v.Warnings {
-				assert.Less(t, len(w), 120, "warning %q is too long for an HTTP Warning header", w)
+			assertVerdict(t, v, tc.wantDenial, tc.wantWarning, tc.wantReassignment)
+		})
+	}
+}
+
+// assertVerdict checks a verdict: wantDenial is a substring of a denial
+// (empty: allowed), wantWarning of a warning (empty: no warning).
+func assertVerdict(t *testing.T, v Verdict, wantDenial, wantWarning string, wantReassignment bool) {
+	t.Helper()
+	if wantDenial == "" {
+		assert.True(t, v.Allowed(), "expected allowed, got denials %q", v.Denials)
+	} else {
+		require.False(t, v.Allowed(), "expected a denial containing %q, got allowed with warnings %q", wantDenial, v.Warnings)
+		assert.Contains(t, strings.Join(v.Denials, "\n"), wantDenial, "expected a denial containing the first string, got the second")
+		for _, d := range v.Denials {
+			assert.NotContains(t, d, "\n", "a denial is one line")
+		}
+	}
+	assert.Equal(t, wantReassignment, v.ReassignmentDenied, "counted as a denied reassignment: expected %v, got %v", wantReassignment, v.ReassignmentDenied)
+	if wantWarning == "" {
+		assert.Empty(t, v.Warnings, "expected no warning, got %q", v.Warnings)
+	} else {
+		assert.Contains(t, strings.Join(v.Warnings, "\n"), wantWarning, "expected a warning containing the first string, got the second")
+	}
+	for _, w := range v.Warnings {
+		assert.Less(t, len(w), 120, "warning %q is too long for an HTTP Warning header", w)
+	}
+}
+
+var (
+	tenantSquatter = PortRef{Namespace: "tenant", Name: "squatter", Port: "http"}
+	holderWeb      = PortRef{Namespace: "b", Name: "holder", Port: "web"}
+	firstPin       = PortRef{Namespace: "b", Name: "first", Port: "http"}
+)
+
+// clusterIP is a tenant's ClusterIP Service with one port "http" (no nodePort).
+func clusterIP(ns, name string, opts ...svcOpt) *corev1.Service {
+	return service(ns, name, append([]svcOpt{typ(corev1.ServiceTypeClusterIP), port("http", 80, 0)}, opts...)...)
+}
+
+// TestJudgeAnnotationPins proves the authority model at admission: an
+// annotation pin is a claim, judged when it is set or changed.
+func TestJudgeAnnotationPins(t *testing.T) {
+	const howToFix = "; pin a nodePort that is in range, not reserved, not pinned and not held by another Service, or ask a node-port admin (--node-port-admins)"
+	const restricted = "annotation svcguard.io/pinned-node-ports denied: on this cluster only node-port admins (--node-port-admins) " +
+		"may add, change or remove it (--restrict-pin-annotation); ask one to set the pin, or leave the annotation as it was"
+	tests := []struct {
+		name     string
+		restrict bool
+		old, new *corev1.Service
+		user     string
+		groups   []string
+		view     fakeView
+		// wantDenial is a substring of the denial; empty: allowed.
+		wantDenial string
+		// wantWarning is a substring of one warning; empty: no warning expected.
+		wantWarning      string
+		wantReassignment bool
+	}{
+		{
+			name:       "issue #10: a tenant's ClusterIP Service pinning a flag-pinned nodePort by annotation is denied, naming the holder",
+			new:        clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			wantDenial: "tenant/squatter: annotation svcguard.io/pinned-node-ports pin http=30446 denied: 30446 is pinned to default/pinned:http by --pinned-node-ports" + howToFix,
+		},
+		{
+			name:       "the flag pin's owner that holds its nodePort is named once",
+			new:        clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			view:       fakeView{holders: map[int32][]PortRef{30446: {pinnedOwner}}},
+			wantDenial: "pin http=30446 denied: 30446 is pinned to default/pinned:http by --pinned-node-ports" + howToFix,
+		},
+		{
+			name:       "the allow annotation does not force a pin claim: anyone who may edit the Service may set it",
+			new:        clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446"), annotate(AllowAnnotation, "true")),
+			wantDenial: "30446 is pinned to default/pinned:http by --pinned-node-ports",
+		},
+		{
+			name:        "a node-port admin forces a pin claim, with a warning",
+			new:         clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			user:        "platform-admin",
+			wantWarning: "svcguard: forced by node-port admin user platform-admin: pin http=30446",
+		},
+		{
+			name:       "an annotation pin on a port the Service lacks is denied",
+			new:        service("a", "web", annotate(PinAnnotation, "metrics=31001"), port("http", 80, 31000)),
+			wantDenial: "a/web: annotation svcguard.io/pinned-node-ports pin metrics=31001 denied: the Service has no port metrics (its ports: http); pin only this Service's ports, by name (by number if unnamed), or remove the pin",
+		},
+		{
+			name: "an unnamed port is pinned by its number",
+			new:  service("a", "web", annotate(PinAnnotation, "80=31000"), port("", 80, 31000)),
+		},
+		{
+			name:       "claim of an out-of-range nodePort is denied",
+			new:        clusterIP("a", "web", annotate(PinAnnotation, "http=29000")),
+			wantDenial: "a/web: annotation svcguard.io/pinned-node-ports pin http=29000 denied: 29000 is outside range 30000-32767" + howToFix,
+		},
+		{
+			name:       "claim of a reserved nodePort is denied",
+			new:        clusterIP("a", "web", annotate(PinAnnotation, "http=30105")),
+			wantDenial: "pin http=30105 denied: 30105 is reserved" + howToFix,
+		},
+		{
+			name:       "an annotation cannot re-pin a flag-pinned port elsewhere",
+			old:        gw(port("tcp", 443, 30445)),
+			new:        gw(annotate(PinAnnotation, "tcp=30500"), port("tcp", 443, 30445)),
+			wantDenial: "pin tcp=30500 denied: port tcp is pinned to 30445 by --pinned-node-ports, which an annotation cannot change",
+		},
+		{
+			name: "a flag-pinned port may repeat its flag pin in its annotation",
+			old:  gw(port("tcp", 443, 30445)),
+			new:  gw(annotate(PinAnnotation, "tcp=30445"), port("tcp", 443, 30445)),
+		},
+		{
+			name:       "claim of a nodePort another Service holds is denied, naming the holder",
+			new:        clusterIP("tenant", "grabber", annotate(PinAnnotation, "http=31446")),
+			view:       fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
+			wantDenial: "tenant/grabber: annotation svcguard.io/pinned-node-ports pin http=31446 denied: 31446 is held by b/holder:web" + howToFix,
+		},
+		{
+			name:       "claim of a nodePort another Service pins by annotation is denied, naming that pin",
+			new:        clusterIP("tenant", "second", annotate(PinAnnotation, "http=31447")),
+			view:       fakeView{pins: map[int32][]PortRef{31447: {firstPin}}},
+			wantDenial: "tenant/second: annotation svcguard.io/pinned-node-ports pin http=31447 denied: 31447 is pinned to b/first:http by annotation" + howToFix,
+		},
+		{
+			name: "a pin on a free nodePort is admitted",
+			new:  service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+		},
+		{
+			name: "the cache's stale copy of the same Service does not count against its own pin",
+			old:  service("a", "web", port("http", 80, 31000)),
+			new:  service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			view: fakeView{holders: map[int32][]PortRef{31000: {{Namespace: "a", Name: "web", Port: "http"}}}},
+		},
+		{
+			name: "unchanged pins on UPDATE are not judged again as claims",
+			old:  service("a", "web", annotate(PinAnnotation, "http=31446"), port("http", 80, 31000)),
+			new:  service("a", "web", annotate(PinAnnotation, "http=31446"), annotate("owner", "x"), port("http", 80, 31000)),
+			view: fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
+		},
+		{
+			name:       "a changed pin on UPDATE is judged as a claim",
+			old:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			new:        service("a", "web", annotate(PinAnnotation, "http=31446"), port("http", 80, 31000)),
+			view:       fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
+			wantDenial: "pin http=31446 denied: 31446 is held by b/holder:web",
+		},
+		{
+			name:        "removing a pinned port without its pin is denied",
+			old:         service("a", "web", annotate(PinAnnotation, "https=31443"), port("http", 80, 31000), port("https", 443, 31443)),
+			new:         service("a", "web", annotate(PinAnnotation, "https=31443"), port("http", 80, 31000)),
+			wantDenial:  "pin https=31443 denied: the Service has no port https (its ports: http)",
+			wantWarning: "a/web releases nodePort 31443",
+		},
+		{
+			name: "a pin that named no port before pins nothing and is left alone",
+			old:  service("a", "web", annotate(PinAnnotation, "metrics=31001"), port("http", 80, 31000)),
+			new:  service("a", "web", annotate(PinAnnotation, "metrics=31001"), annotate("owner", "x"), port("http", 80, 31000)),
+		},
+		{
+			name:             "a pre-existing annotation pin on a flag-pinned nodePort does not let its owner move it",
+			old:              service("default", "pinned", port("http", 80, 30446)),
+			new:              service("default", "pinned", port("http", 80, 30500)),
+			view:             fakeView{pins: map[int32][]PortRef{30446: {tenantSquatter}}},
+			wantDenial:       `default/pinned: port "http" nodePort 30446 -> 30500 denied: 30446 is correctly allocated (in range 30000-32767, not reserved, pinned to this port, no hostPort)`,
+			wantReassignment: true,
+		},
+		{
+			name: "a malformed pin annotation is denied with the expected syntax",
+			new:  service("a", "web", annotate(PinAnnotation, "http=abc"), port("http", 80, 31000)),
+			wantDenial: `a/web: annotation svcguard.io/pinned-node-ports="http=abc" is malformed: "http=abc": "abc" is not a port from 1 to 65535; ` +
+				`write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...] (PORTNAME: a port's name, or its number if unnamed)`,
+		},
+		{
+			name:       "a pin annotation without '=' is malformed",
+			new:        service("a", "web", annotate(PinAnnotation, "http:31000"), port("http", 80, 31000)),
+			wantDenial: `"http:31000" is not PORTNAME=NODEPORT; write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
+		},
+		{
+			name:       "a pin annotation that pins one port twice is malformed",
+			new:        service("a", "web", annotate(PinAnnotation, "http=31000,http=31001"), port("http", 80, 31000)),
+			wantDenial: `is malformed: port http is pinned twice (31000 and 31001); write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
+		},
+		{
+			name:       "restricted: a non-admin adding the pin annotation is denied, saying who may",
+			restrict:   true,
+			new:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			user:       "dev",
+			wantDenial: "a/web: " + restricted,
+		},
+		{
+			name:       "restricted: a non-admin changing the pin annotation is denied",
+			restrict:   true,
+			old:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			new:        service("a", "web", annotate(PinAnnotation, "http=31001"), port("http", 80, 31000)),
+			user:       "dev",
+			wantDenial: restricted,
+		},
+		{
+			name:       "restricted: a non-admin removing the pin annotation is denied",
+			restrict:   true,
+			old:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			new:        service("a", "web", port("http", 80, 31000)),
+			user:       "dev",
+			wantDenial: restricted,
+		},
+		{
+			name:       "restricted: the allow annotation does not lift the restriction",
+			restrict:   true,
+			new:        service("a", "web", annotate(PinAnnotation, "http=31000"), annotate(AllowAnnotation, "true"), port("http", 80, 31000)),
+			user:       "dev",
+			wantDenial: restricted,
+		},
+		{
+			name:     "restricted: a non-admin's change that keeps the pin annotation is allowed",
+			restrict: true,
+			old:      service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			new:      service("a", "web", annotate(PinAnnotation, "http=31000"), annotate("owner", "x"), port("http", 80, 31000)),
+			user:     "dev",
+		},
+		{
+			name:     "restricted: respelling the annotation to the same pins is no change",
+			restrict: true,
+			old:      service("a", "web", annotate(PinAnnotation, "http=31000,https=31443"), port("http", 80, 31000), port("https", 443, 31443)),
+			new:      service("a", "web", annotate(PinAnnotation, " https = 31443, http=31000"), port("http", 80, 31000), port("https", 443, 31443)),
+			user:     "dev",
+		},
+		{
+			name:     "restricted: a node-port admin group may add the pin annotation",
+			restrict: true,
+			new:      service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			user:     "bob", groups: []string{"platform"},
+		},
+		{
+			name:        "restricted: an admin's pin is still a claim, forced with a warning",
+			restrict:    true,
+			new:         clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			user:        "platform-admin",
+			wantWarning: "forced by node-port admin user platform-admin: pin http=30446",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := testGuard()
+			g.RestrictPinAnnotation = tc.restrict
+			v := g.Judge(Review{Old: tc.old, New: tc.new, User: tc.user, Groups: tc.groups, View: tc.view})
+			assertVerdict(t, v, tc.wantDenial, tc.wantWarning, tc.wantReassignment)
+		})
+	}
+}
+
+// TestAssessPinAuthority proves how conflicting pins settle (resolvePins):
+// a flag pin outranks every annotation pin, and of conflicting annotation
+// pins only the holder's counts; a pin that loses counts for nothing.
+func TestAssessPinAuthority(t *testing.T) {
+	tests := []struct {
+		name string
+		svc  *corev1.Service
+		view fakeView
+		// wantReasons are the broken rules of the Service's first port; nil: correct.
+		wantReasons []string
+		// wantHeld is a rule that holds, as Assessment.Held says it.
+		wantHeld string
+	}{
+		{
+			name:     "a flag pin outranks another Service's annotation pin on the same nodePort",
+			svc:      service("default", "pinned", port("http", 80, 30446)),
+			view:     fakeView{pins: map[int32][]PortRef{30446: {tenantSquatter}}},
+			wantHeld: "pinned to this port",
+		},
+		{
+			name: "several pre-existing annotation pins on a flag-pinned nodePort still do not weaken it",
+			svc:  service("default", "pinned", port("http", 80, 30446)),
+			view: fakeView{pins: map[int32][]PortRef{30446: {tenantSquatter, firstPin}},
+				holders: map[int32][]PortRef{30446: {pinnedOwner}}},
+			wantHeld: "pinned to this port",
+		},
+		{
+			name:     "a flag pin outranks the port's own annotation pin",
+			svc:      gw(annotate(PinAnnotation, "tcp=30500"), port("tcp", 443, 30445)),
+			wantHeld: "pinned to this port",
+		},
+		{
+			name:     "an annotation pin on a port the Service lacks pins nothing",
+			svc:      service("a", "web", annotate(PinAnnotation, "metrics=31000"), port("http", 80, 31000)),
+			wantHeld: "not pinned elsewhere",
+		},
+		{
+			name:     "of two annotation pins on one nodePort, the one whose port holds it counts",
+			svc:      service("b", "holder", annotate(PinAnnotation, "web=31500"), port("web", 80, 31500)),
+			view:     fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "c", Name: "late", Port: "http"}}}},
+			wantHeld: "pinned to this port",
+		},
+		{
+			name:     "the losing annotation pin pins nothing, not even its own port",
+			svc:      service("c", "late", annotate(PinAnnotation, "http=31500"), port("http", 80, 31600)),
+			view:     fakeView{pins: map[int32][]PortRef{31500: {holderWeb}}, holders: map[int32][]PortRef{31500: {holderWeb}}},
+			wantHeld: "not pinned elsewhere",
+		},
+		{
+			name:     "two annotation pins on a nodePort neither holds: neither counts against its holder",
+			svc:      service("c", "squatter", port("http", 80, 31700)),
+			view:     fakeView{pins: map[int32][]PortRef{31700: {{Namespace: "d", Name: "x", Port: "http"}, {Namespace: "e", Name: "y", Port: "http"}}}},
+			wantHeld: "not pinned elsewhere",
+		},
+		{
+			name:        "a single annotation pin still counts against an unpinned holder (rule 3)",
+			svc:         service("c", "squatter", port("http", 80, 31500)),
+			view:        fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
+			wantReasons: []string{"pinned-elsewhere"},
+		},
+		{
+			name:        "an uncontested annotation pin still counts for its own port (rule 4)",
+			svc:         service("b", "db", annotate(PinAnnotation, "pg=31500"), port("pg", 5432, 31501)),
+			wantReasons: []string{"pin-mismatch"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := testGuard().Assess(tc.svc, tc.svc.Spec.Ports[0], tc.svc.Spec.Ports[0].NodePort, tc.view)
+			assert.Equal(t, tc.wantReasons, a.Reasons, "broken rules: expected %v, got %v (%v)", tc.wantReasons, a.Reasons, a.Broken)
+			if tc.wantHeld != "" {
+				assert.Contains(t, a.Held, tc.wantHeld, "expected %q among the rules that held, got %v", tc.wantHeld, a.Held)
 			}
 		})
 	}
@@ -312,6 +620,8 @@ func TestOptionsRefuseInconsistentPins(t *testing.T) {
 		{"single-port range is valid", Options{NodePortRange: "30000"}, ""},
 		{"range that ends before it starts", Options{NodePortRange: "32767-30000"}, "ends before it starts"},
 		{"bad reserved", Options{NodePortRange: "30000-32767", ReservedNodePorts: []string{"x"}}, "--reserved-node-ports"},
+		{"restricted pin annotation without admins", Options{NodePortRange: "30000-32767", RestrictPinAnnotation: true}, "--restrict-pin-annotation needs --node-port-admins"},
+		{"restricted pin annotation with admins", Options{NodePortRange: "30000-32767", RestrictPinAnnotation: true, NodePortAdmins: []string{"group:platform"}}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,6 +46,9 @@ type Options struct {
 	PinnedNodePorts options.List
 	// NodePortAdmins are users (or group:NAME) who may force any change.
 	NodePortAdmins options.List
+	// RestrictPinAnnotation lets only NodePortAdmins add, change or remove
+	// the pin annotation.
+	RestrictPinAnnotation bool
 
 	guard  Guard
 	caches *Caches
@@ -66,7 +69,14 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		"NAMESPACE/NAME:PORTNAME=NODEPORT: the only nodePort that port may have, and one no other port may claim. Repeatable.")
 	fs.Var(&o.NodePortAdmins, "node-port-admins",
 		"Users (or group:NAME) whose Service changes the node-port guard allows with a warning. Repeatable.")
+	fs.BoolVar(&o.RestrictPinAnnotation, RestrictPinAnnotationFlag, o.RestrictPinAnnotation,
+		"Let only --node-port-admins add, change or remove the "+PinAnnotation+" annotation; the node-port guard denies anyone else "+
+			"(for multi-tenant clusters, where whoever may edit a Service is not trusted to pin nodePorts). Needs --node-port-admins. "+
+			"Off: anyone who may edit a Service may pin its own ports to nodePorts that are free, in range, not reserved and not pinned.")
 }
+
+// RestrictPinAnnotationFlag is the flag that lets only node-port admins set pins by annotation.
+const RestrictPinAnnotationFlag = "restrict-pin-annotation"
 
 // Validate implements options.Component and builds the guard's settings.
 func (o *Options) Validate() error {
@@ -74,7 +84,11 @@ func (o *Options) Validate() error {
 	if err != nil {
 		return fmt.Errorf("--node-port-range=%q: %w", o.NodePortRange, err)
 	}
-	g := Guard{Range: r, Admins: ParseAdmins(o.NodePortAdmins)}
+	if o.RestrictPinAnnotation && len(o.NodePortAdmins) == 0 {
+		return fmt.Errorf("--%s needs --node-port-admins: without one, nobody could add, change or remove the %s annotation "+
+			"(name at least one user or group:NAME, e.g. group:system:masters)", RestrictPinAnnotationFlag, PinAnnotation)
+	}
+	g := Guard{Range: r, Admins: ParseAdmins(o.NodePortAdmins), RestrictPinAnnotation: o.RestrictPinAnnotation}
 	for _, v := range o.ReservedNodePorts {
 		rr, err := ParseRange(v)
 		if err != nil {
@@ -139,8 +153,9 @@ func (o *Options) Webhook(mgr manager.Manager, decoder admission.Decoder) (serve
 	guard := o.guard
 	degraded := metrics.DegradedDecisions.WithLabelValues(Name)
 	return server.Webhook{
-		Name: Name,
-		Path: Path,
+		Name:     Name,
+		Path:     Path,
+		SelfTest: SelfTestRequest(),
 		Handler: &Handler{
 			Guard:      &guard,
 			View:       caches,

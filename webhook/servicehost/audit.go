@@ -58,7 +58,7 @@ type podFacts uint8
 
 const (
 	factOptedOut podFacts = 1 << iota
-	factSetsHostVar
+	factSetsServiceVar
 	factFinished
 	factMirror
 )
@@ -67,7 +67,7 @@ func (f podFacts) with(namespaceOptedOut bool) PodFacts {
 	return PodFacts{
 		OptedOut:          f&factOptedOut != 0,
 		NamespaceOptedOut: namespaceOptedOut,
-		SetsHostVar:       f&factSetsHostVar != 0,
+		SetsServiceVar:    f&factSetsServiceVar != 0,
 		Finished:          f&factFinished != 0,
 		Mirror:            f&factMirror != 0,
 	}
@@ -99,8 +99,8 @@ func (t *auditTransforms) pod(obj any) (any, error) {
 	if OptedOut(pod.Labels) {
 		out.facts |= factOptedOut
 	}
-	if SetsHostVar(pod) {
-		out.facts |= factSetsHostVar
+	if SetsServiceVar(pod) {
+		out.facts |= factSetsServiceVar
 	}
 	// A finished or terminating Pod runs no new clients: nothing to report or evict.
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
@@ -260,7 +260,7 @@ func (a *Audit) fresh(ctx context.Context, p *auditedPod) (*corev1.Pod, bool) {
 		}
 		return nil, false
 	}
-	return pod, !SetsHostVar(pod) && !OptedOut(pod.Labels)
+	return pod, !SetsServiceVar(pod) && !OptedOut(pod.Labels)
 }
 
 func (a *Audit) report(ctx context.Context, p *auditedPod) bool {

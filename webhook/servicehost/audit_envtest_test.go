@@ -25,7 +25,10 @@ import (
 
 // withWebhookUnreachable points the registered configuration at a dead
 // address (failurePolicy Ignore, as shipped) while create runs: the API
-// server admits Pods without the variables, as during an outage.
+// server admits Pods without the variables, as during an outage. It waits
+// until the API server acts on each change (it reads webhook configurations
+// through an informer), so create runs during the outage and the caller's
+// next request reaches the webhook again.
 func withWebhookUnreachable(t *testing.T, create func()) {
 	t.Helper()
 	ctx := context.Background()
@@ -44,8 +47,34 @@ func withWebhookUnreachable(t *testing.T, create func()) {
 		saved = w.ClientConfig.URL
 		w.ClientConfig.URL = ptr.To("https://127.0.0.1:1/webhooks/service-host")
 	})
-	defer edit(func(w *admissionregistrationv1.MutatingWebhook) { w.ClientConfig.URL = saved })
+	defer func() {
+		edit(func(w *admissionregistrationv1.MutatingWebhook) { w.ClientConfig.URL = saved })
+		waitWebhookCalled(t, true)
+	}()
+	waitWebhookCalled(t, false)
 	create()
+}
+
+// waitWebhookCalled waits until the API server calls the service-host
+// webhook (want) or no longer reaches it (!want), as a dry-run Pod CREATE
+// shows: it comes back injected only when the webhook answered. A dry run
+// stores nothing and is not counted as an injection.
+func waitWebhookCalled(t *testing.T, want bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		probe := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "webhook-probe"},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: "busybox"}}},
+		}
+		require.NoError(t, suite.Env.Client.Create(context.Background(), probe, client.DryRunAll))
+		called := len(probe.Spec.Containers[0].Env) > 0
+		if called == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("expected the API server to call the service-host webhook: %v, got: %v after 20s", want, called)
+		}
+	}
 }
 
 func createPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {

@@ -24,7 +24,7 @@ func TestMissed(t *testing.T) {
 		{"no container sets the variable: missed", PodFacts{}, true},
 		{"the Pod opted out", PodFacts{OptedOut: true}, false},
 		{"its Namespace opted out", PodFacts{NamespaceOptedOut: true}, false},
-		{"a container sets it (injected or its own)", PodFacts{SetsHostVar: true}, false},
+		{"a container sets either variable (injected or its own): the owner's business", PodFacts{SetsServiceVar: true}, false},
 		{"finished or terminating: nothing runs any more", PodFacts{Finished: true}, false},
 		{"a static Pod's mirror runs from the node's manifest", PodFacts{Mirror: true}, false},
 	}
@@ -64,15 +64,42 @@ func TestRemediableOnlyWhatAControllerRecreates(t *testing.T) {
 	}
 }
 
-func TestSetsHostVarLooksAtInitAndRegularContainers(t *testing.T) {
-	with := []corev1.EnvVar{{Name: HostVar, Value: "10.0.0.1"}}
-	assert.False(t, SetsHostVar(&corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a"}}}}))
-	assert.True(t, SetsHostVar(&corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a"}, {Name: "b", Env: with}}}}))
-	assert.True(t, SetsHostVar(&corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "i", Env: with}}}}))
-	assert.False(t, SetsHostVar(&corev1.Pod{Spec: corev1.PodSpec{
-		Containers:          []corev1.Container{{Name: "a"}},
-		EphemeralContainers: []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Env: with}}},
-	}}), "an ephemeral container comes later and does not count")
+func TestSetsServiceVarLooksAtEitherVariableInInitAndRegularContainers(t *testing.T) {
+	host := []corev1.EnvVar{{Name: HostVar, Value: "10.0.0.1"}}
+	port := []corev1.EnvVar{{Name: PortVar, Value: "8443"}}
+	tests := []struct {
+		name string
+		spec corev1.PodSpec
+		want bool
+	}{
+		{"no container sets either", corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Env: []corev1.EnvVar{{Name: "X", Value: "y"}}}}}, false},
+		{"a regular container sets the host", corev1.PodSpec{Containers: []corev1.Container{{Name: "a"}, {Name: "b", Env: host}}}, true},
+		{"an init container sets the host", corev1.PodSpec{InitContainers: []corev1.Container{{Name: "i", Env: host}}}, true},
+		// By the pair rule such a container got nothing injected, by design:
+		// reporting (and evicting) it would never end.
+		{"a container sets only the port", corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Env: port}}}, true},
+		{"an ephemeral container comes later and does not count", corev1.PodSpec{
+			Containers:          []corev1.Container{{Name: "a"}},
+			EphemeralContainers: []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Env: host}}},
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, SetsServiceVar(&corev1.Pod{Spec: tt.spec}), "SetsServiceVar")
+		})
+	}
+}
+
+func TestAuditDoesNotReportAPodWhoseContainerSetsOnlyThePort(t *testing.T) {
+	store, tr := auditStore()
+	p := syntheticPod(0, false)
+	p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: PortVar, Value: "8443"})
+	obj, err := tr.pod(p)
+	require.NoError(t, err)
+	require.NoError(t, store.Add(obj))
+	candidates, err := store.ByIndex(candidateIndex, "yes")
+	require.NoError(t, err)
+	assert.Empty(t, candidates, "expected no candidate: the webhook injects nothing into a container that sets the port itself")
 }
 
 // syntheticPod is a Deployment's Pod with realistic metadata and spec, so that

@@ -13,7 +13,8 @@ import (
 )
 
 // Handler answers the service-host webhook's admission requests: decode the
-// Pod, apply the Injection, respond with the minimal JSON patch.
+// Pod (and, for kubectl debug, the Pod before), apply the Injection, respond
+// with the minimal JSON patch.
 type Handler struct {
 	// Injection says what to set.
 	Injection Injection
@@ -31,14 +32,9 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 			"service-host webhook received a %s %q, but only handles Pods: check the rules of the MutatingWebhookConfiguration",
 			req.Kind.Kind, req.Resource.Resource))
 	}
-
-	var apply func(*corev1.Pod) int
-	switch {
-	case req.Operation == admissionv1.Create && req.SubResource == "":
-		apply = h.Injection.ApplyToPod
-	case req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
-		apply = h.Injection.ApplyToEphemeralContainers
-	default:
+	create := req.Operation == admissionv1.Create && req.SubResource == ""
+	debug := req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers"
+	if !create && !debug {
 		return admission.Allowed(fmt.Sprintf("service-host: nothing to do on %s of pods/%s", req.Operation, req.SubResource))
 	}
 
@@ -50,13 +46,30 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 		return admission.Allowed(fmt.Sprintf("service-host: Pod opted out by label %s=%s", OptOutLabel, OptOutValue))
 	}
 
+	apply := h.Injection.ApplyToPod
+	if debug {
+		// The API server always sends the Pod before an UPDATE. Without it the
+		// handler cannot tell the debug containers this request adds from the
+		// ones that exist, and patching an existing one gets the request
+		// refused; injecting nothing would let the new one in silently
+		// without the variables. So a request without a readable old Pod is
+		// refused like one without a readable Pod: loudly, and a real API
+		// server never sends one.
+		old := &corev1.Pod{}
+		if err := h.Decoder.DecodeRaw(req.OldObject, old); err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf(
+				"service-host webhook cannot decode the old Pod of a pods/ephemeralcontainers update, so it cannot tell the new ephemeral containers from the existing ones: %w", err))
+		}
+		apply = func(p *corev1.Pod) int { return h.Injection.ApplyToNewEphemeralContainers(p, old) }
+	}
+
 	original, err := json.Marshal(pod)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("service-host webhook cannot encode the Pod: %w", err))
 	}
 	injected := apply(pod)
 	if injected == 0 {
-		return admission.Allowed("service-host: every container already sets the variables")
+		return admission.Allowed("service-host: no container to inject (each sets the variables itself, or existed before)")
 	}
 	mutated, err := json.Marshal(pod)
 	if err != nil {

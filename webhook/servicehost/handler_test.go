@@ -10,6 +10,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -52,8 +53,12 @@ func withInit(p *corev1.Pod, sidecar bool) *corev1.Pod {
 }
 
 func withEphemeral(p *corev1.Pod) *corev1.Pod {
+	return withEphemeralNamed(p, "debugger")
+}
+
+func withEphemeralNamed(p *corev1.Pod, name string, envs ...corev1.EnvVar) *corev1.Pod {
 	p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
-		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"},
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: name, Image: "busybox", Env: envs},
 	})
 	return p
 }
@@ -68,6 +73,14 @@ func podRequest(op admissionv1.Operation, subResource string, p *corev1.Pod) adm
 		Operation: op, Kind: admissiontest.PodKind, Resource: admissiontest.PodResource,
 		SubResource: subResource, Namespace: p.Namespace, Name: p.Name, Object: p,
 	}
+}
+
+// debugRequest is the pods/ephemeralcontainers UPDATE of kubectl debug: the
+// Pod before (old) and after (p).
+func debugRequest(old, p *corev1.Pod) admissiontest.Request {
+	r := podRequest(admissionv1.Update, "ephemeralcontainers", p)
+	r.OldObject = old
+	return r
 }
 
 // allEnvs returns the env of every container of p, keyed by container name.
@@ -96,8 +109,10 @@ func TestHandler(t *testing.T) {
 		injection Injection
 		request   admissiontest.Request
 		// wantEnvs is the env of each container after the patch; nil: no patch expected.
-		wantEnvs     map[string][]corev1.EnvVar
-		wantOps      int
+		wantEnvs map[string][]corev1.EnvVar
+		wantOps  int
+		// wantPaths, when set, are the paths of the patch operations, in order.
+		wantPaths    []string
 		wantCode     int32 // non-zero: the request is refused with this code
 		wantInjected int
 	}{
@@ -137,11 +152,44 @@ func TestHandler(t *testing.T) {
 			wantOps:   1, wantInjected: 1,
 		},
 		{
-			name:      "a host the owner set is kept; the missing port is still added",
+			name:      "pair rule: a container that sets only the host gets no port",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(env(HostVar, "owner.example"))),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(HostVar, "owner.example", PortVar, testPort)},
-			wantOps:   1, wantInjected: 1,
+			request:   podRequest(admissionv1.Create, "", pod(env(HostVar, "127.0.0.1"), nil)),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(HostVar, "127.0.0.1"), "c1": injectedWithPort},
+			wantOps:   1, wantPaths: []string{"/spec/containers/1/env"}, wantInjected: 1,
+		},
+		{
+			name:      "pair rule: a container that sets only the port gets no host",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(env(PortVar, "8443"), nil)),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(PortVar, "8443"), "c1": injectedWithPort},
+			wantOps:   1, wantPaths: []string{"/spec/containers/1/env"}, wantInjected: 1,
+		},
+		{
+			name:      "pair rule: a container that sets only the port gets no host, even without a port configured",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Create, "", pod(env(PortVar, "8443"))),
+		},
+		{
+			name:      "pair rule: a container that sets both gets nothing",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(env(HostVar, "127.0.0.1", PortVar, "8443"))),
+		},
+		{
+			name:      "pair rule: an init container that sets only the port gets nothing, the others both",
+			injection: hostAndPort,
+			request: podRequest(admissionv1.Create, "", func() *corev1.Pod {
+				p := withInit(pod(nil), true)
+				p.Spec.InitContainers[0].Env = env(PortVar, "8443")
+				return p
+			}()),
+			wantEnvs: map[string][]corev1.EnvVar{"sidecar": env(PortVar, "8443"), "c0": injectedWithPort},
+			wantOps:  1, wantPaths: []string{"/spec/containers/0/env"}, wantInjected: 1,
+		},
+		{
+			name:      "pair rule wins over a $(VAR) reference: a container that sets the port and refers to the host gets nothing",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(env(PortVar, "8443", "URL", "https://$(KUBERNETES_SERVICE_HOST)"))),
 		},
 		{
 			name:      "a variable set from valueFrom counts as set by the owner",
@@ -157,6 +205,29 @@ func TestHandler(t *testing.T) {
 			// JSON patches diff arrays index by index: the entries after the
 			// insertion point are replaced, the last one re-added.
 			wantOps: 5, wantInjected: 1,
+		},
+		{
+			name:      "an entry referring to $(KUBERNETES_SERVICE_PORT) gets both variables defined before it",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(env("URL", "https://h:$(KUBERNETES_SERVICE_PORT)"))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(HostVar, testHost, PortVar, testPort, "URL", "https://h:$(KUBERNETES_SERVICE_PORT)")},
+			// Entry 0's name and value are replaced, entries 1 and 2 added.
+			wantOps: 4, wantInjected: 1,
+		},
+		{
+			name:      "the variables go before the first entry that refers to either of them",
+			injection: hostAndPort,
+			request:   podRequest(admissionv1.Create, "", pod(env("A", "1", "P", "$(KUBERNETES_SERVICE_PORT)", "H", "$(KUBERNETES_SERVICE_HOST)"))),
+			wantEnvs: map[string][]corev1.EnvVar{"c0": env("A", "1", HostVar, testHost, PortVar, testPort,
+				"P", "$(KUBERNETES_SERVICE_PORT)", "H", "$(KUBERNETES_SERVICE_HOST)")},
+			wantOps: 6, wantInjected: 1,
+		},
+		{
+			name:      "a new ephemeral container that refers to $(KUBERNETES_SERVICE_HOST) gets the variable defined before it",
+			injection: hostOnly,
+			request:   debugRequest(pod(nil), withEphemeralNamed(pod(nil), "dbg0", env("URL", "$(KUBERNETES_SERVICE_HOST)")...)),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": nil, "dbg0": env(HostVar, testHost, "URL", "$(KUBERNETES_SERVICE_HOST)")},
+			wantOps:   3, wantInjected: 1,
 		},
 		{
 			name:      "every container already sets the variables: allowed without a patch",
@@ -178,14 +249,49 @@ func TestHandler(t *testing.T) {
 		{
 			name:      "ephemeralcontainers update injects only the ephemeral containers",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Update, "ephemeralcontainers", withEphemeral(pod(nil))),
+			request:   debugRequest(pod(nil), withEphemeral(pod(nil))),
 			wantEnvs:  map[string][]corev1.EnvVar{"c0": nil, "debugger": injected},
-			wantOps:   1, wantInjected: 1,
+			wantOps:   1, wantPaths: []string{"/spec/ephemeralContainers/0/env"}, wantInjected: 1,
+		},
+		{
+			name:      "ephemeralcontainers update after a missed one: only the new dbg1 is patched, dbg0 is left without the variables",
+			injection: hostAndPort,
+			request: debugRequest(withEphemeralNamed(pod(nil), "dbg0"),
+				withEphemeralNamed(withEphemeralNamed(pod(nil), "dbg0"), "dbg1")),
+			wantEnvs: map[string][]corev1.EnvVar{"c0": nil, "dbg0": nil, "dbg1": injectedWithPort},
+			wantOps:  1, wantPaths: []string{"/spec/ephemeralContainers/1/env"}, wantInjected: 1,
+		},
+		{
+			name:      "ephemeralcontainers update that adds nothing new: allowed without a patch",
+			injection: hostOnly,
+			request:   debugRequest(withEphemeralNamed(pod(nil), "dbg0"), withEphemeralNamed(pod(nil), "dbg0")),
+		},
+		{
+			name:      "ephemeralcontainers update: a new one that sets only the port gets nothing (pair rule)",
+			injection: hostAndPort,
+			request:   debugRequest(pod(nil), withEphemeralNamed(pod(nil), "dbg0", env(PortVar, "8443")...)),
+		},
+		{
+			name:      "ephemeralcontainers update without the old Pod is refused with 400: existing containers cannot be told apart",
+			injection: hostOnly,
+			request:   podRequest(admissionv1.Update, "ephemeralcontainers", withEphemeral(pod(nil))),
+			wantCode:  http.StatusBadRequest,
+		},
+		{
+			name:      "ephemeralcontainers update with an undecodable old Pod is refused with 400",
+			injection: hostOnly,
+			request: func() admissiontest.Request {
+				r := debugRequest(nil, withEphemeral(pod(nil)))
+				r.OldObject = &unstructured.Unstructured{Object: map[string]any{
+					"apiVersion": "v1", "kind": "Pod", "spec": map[string]any{"containers": "not-a-list"}}}
+				return r
+			}(),
+			wantCode: http.StatusBadRequest,
 		},
 		{
 			name:      "ephemeralcontainers update of an opted-out Pod: allowed without a patch",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Update, "ephemeralcontainers", withLabel(withEphemeral(pod(nil)), OptOutLabel, OptOutValue)),
+			request:   debugRequest(withLabel(pod(nil), OptOutLabel, OptOutValue), withLabel(withEphemeral(pod(nil)), OptOutLabel, OptOutValue)),
 		},
 		{
 			name:      "a plain Pod update is not mutated (container env is immutable)",
@@ -234,6 +340,13 @@ func TestHandler(t *testing.T) {
 				return
 			}
 			assert.Len(t, resp.Patches, tc.wantOps, "patch operations: %v", resp.Patches)
+			if tc.wantPaths != nil {
+				var paths []string
+				for _, op := range resp.Patches {
+					paths = append(paths, op.Path)
+				}
+				assert.Equal(t, tc.wantPaths, paths, "paths the patch touches")
+			}
 			var got corev1.Pod
 			admissiontest.Patched(t, req, resp, &got)
 			assert.Equal(t, tc.wantEnvs, allEnvs(&got), "env of each container after the patch")

@@ -53,8 +53,9 @@ func OptedOut(labels map[string]string) bool {
 }
 
 // ApplyToPod sets the variables in every container, init container (native
-// sidecars included) and ephemeral container of pod that does not set them
-// itself, and returns how many containers it changed.
+// sidecars included) and ephemeral container of pod that sets neither
+// itself, and returns how many containers it changed. It is the rule of a
+// Pod CREATE, where every container is new.
 func (in Injection) ApplyToPod(pod *corev1.Pod) int {
 	changed := 0
 	for i := range pod.Spec.InitContainers {
@@ -63,46 +64,64 @@ func (in Injection) ApplyToPod(pod *corev1.Pod) int {
 	for i := range pod.Spec.Containers {
 		changed += in.applyToEnv(&pod.Spec.Containers[i].Env)
 	}
-	return changed + in.ApplyToEphemeralContainers(pod)
-}
-
-// ApplyToEphemeralContainers sets the variables in the ephemeral containers
-// only. The pods/ephemeralcontainers subresource (kubectl debug) may change
-// nothing else: the API server rejects an update of that subresource that
-// touches any other container.
-func (in Injection) ApplyToEphemeralContainers(pod *corev1.Pod) int {
-	changed := 0
 	for i := range pod.Spec.EphemeralContainers {
 		changed += in.applyToEnv(&pod.Spec.EphemeralContainers[i].Env)
 	}
 	return changed
 }
 
-// applyToEnv adds each variable that env does not define yet and returns 1
-// when it added any. A variable the owner defines is left as it is, whatever
-// its value or source: the owner's choice wins.
+// ApplyToNewEphemeralContainers sets the variables in the ephemeral
+// containers of pod that old, the Pod before a pods/ephemeralcontainers
+// update (kubectl debug), does not have, matched by name, and returns how
+// many it changed. That subresource may change nothing else: the API server
+// refuses an update that touches any other container, and any ephemeral
+// container that already exists ("existing ephemeral containers "dbg0" may
+// not be changed"). An existing one may lack the variables (it was added
+// while no replica answered, under failurePolicy Ignore); it is left so, or
+// every later kubectl debug of the Pod would be refused.
+func (in Injection) ApplyToNewEphemeralContainers(pod, old *corev1.Pod) int {
+	existing := make(map[string]bool, len(old.Spec.EphemeralContainers))
+	for _, c := range old.Spec.EphemeralContainers {
+		existing[c.Name] = true
+	}
+	changed := 0
+	for i := range pod.Spec.EphemeralContainers {
+		if !existing[pod.Spec.EphemeralContainers[i].Name] {
+			changed += in.applyToEnv(&pod.Spec.EphemeralContainers[i].Env)
+		}
+	}
+	return changed
+}
+
+// applyToEnv adds the variables to env unless it defines either of them,
+// and returns 1 when it added them.
+//
+// The pair is one unit: a container that sets KUBERNETES_SERVICE_HOST or
+// KUBERNETES_SERVICE_PORT itself (by value or valueFrom, say to a local
+// proxy) gets neither, so it never dials its own host on svcguard's port, or
+// svcguard's host on its own port. The owner's choice wins.
 //
 // New entries go at the end, which keeps the JSON patch to one "add" per
 // container, unless an existing entry refers to one of the variables as
 // $(NAME): the kubelet expands such references only against entries defined
 // before them, so the variables go right before the first such entry.
 func (in Injection) applyToEnv(env *[]corev1.EnvVar) int {
-	var missing []corev1.EnvVar
-	for _, v := range in.vars() {
-		if !defines(*env, v.Name) {
-			missing = append(missing, v)
-		}
-	}
-	if len(missing) == 0 {
+	if setsServiceVar(*env) {
 		return 0
 	}
-	at := firstReference(*env, missing)
-	out := make([]corev1.EnvVar, 0, len(*env)+len(missing))
+	vars := in.vars()
+	at := firstReference(*env, vars)
+	out := make([]corev1.EnvVar, 0, len(*env)+len(vars))
 	out = append(out, (*env)[:at]...)
-	out = append(out, missing...)
+	out = append(out, vars...)
 	out = append(out, (*env)[at:]...)
 	*env = out
 	return 1
+}
+
+// setsServiceVar tells whether env defines either variable of the pair.
+func setsServiceVar(env []corev1.EnvVar) bool {
+	return defines(env, HostVar) || defines(env, PortVar)
 }
 
 func defines(env []corev1.EnvVar, name string) bool {
@@ -127,13 +146,22 @@ func firstReference(env []corev1.EnvVar, vars []corev1.EnvVar) int {
 	return len(env)
 }
 
-// SetsHostVar tells whether any init or regular container of pod defines
-// KUBERNETES_SERVICE_HOST, injected or its owner's own. Ephemeral containers
-// do not count: they come and go after the Pod was admitted.
-func SetsHostVar(pod *corev1.Pod) bool {
+// SetsServiceVar tells whether any init or regular container of pod defines
+// KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT, injected or its
+// owner's own. Ephemeral containers do not count: they come and go after the
+// Pod was admitted.
+//
+// Either variable counts, by the pair rule of the injection: a container
+// that sets either one itself is its owner's business and gets nothing from
+// svcguard, so a Pod whose only container sets just KUBERNETES_SERVICE_PORT
+// is stored without KUBERNETES_SERVICE_HOST by design. Counting only the
+// host would report such a Pod as missed after every admission, and
+// remediation would evict it forever: its controller re-creates it exactly
+// as before.
+func SetsServiceVar(pod *corev1.Pod) bool {
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for _, c := range cs {
-			if defines(c.Env, HostVar) {
+			if setsServiceVar(c.Env) {
 				return true
 			}
 		}
@@ -145,8 +173,9 @@ func SetsHostVar(pod *corev1.Pod) bool {
 type PodFacts struct {
 	// OptedOut and NamespaceOptedOut: the Pod or its Namespace carries the opt-out label.
 	OptedOut, NamespaceOptedOut bool
-	// SetsHostVar: some container defines KUBERNETES_SERVICE_HOST (see SetsHostVar).
-	SetsHostVar bool
+	// SetsServiceVar: some container defines KUBERNETES_SERVICE_HOST or
+	// KUBERNETES_SERVICE_PORT (see SetsServiceVar).
+	SetsServiceVar bool
 	// Finished: the Pod succeeded or failed; its containers run no more.
 	Finished bool
 	// Mirror: the kubelet's mirror of a static Pod, which runs from the node's manifest, not from the API.
@@ -155,10 +184,11 @@ type PodFacts struct {
 
 // Missed tells whether a stored Pod should have been injected but was not:
 // it was admitted while no replica answered under failurePolicy Ignore, or
-// before svcguard was installed. A Pod where any container sets the
-// variable itself is its owner's business and never missed.
+// before svcguard was installed. A Pod where any container sets either
+// variable itself is its owner's business and never missed (see
+// SetsServiceVar).
 func Missed(f PodFacts) bool {
-	return !f.OptedOut && !f.NamespaceOptedOut && !f.SetsHostVar && !f.Finished && !f.Mirror
+	return !f.OptedOut && !f.NamespaceOptedOut && !f.SetsServiceVar && !f.Finished && !f.Mirror
 }
 
 // OwnerKind is the kind of a Pod's controller, as far as remediation cares.

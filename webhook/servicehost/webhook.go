@@ -95,14 +95,15 @@ func (o *Options) Validate() error {
 // (which failurePolicy: Fail would turn into refused Pods).
 func (o *Options) Webhook(decoder admission.Decoder) server.Webhook {
 	if o.ServiceHost == "" {
-		return server.Webhook{Name: Name, Path: Path, Off: true,
+		return server.Webhook{Name: Name, Path: Path, Off: true, SelfTest: SelfTestRequest(),
 			Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
 				return admission.Allowed("service-host webhook is off: svcguard runs without --service-host")
 			})}
 	}
 	return server.Webhook{
-		Name: Name,
-		Path: Path,
+		Name:     Name,
+		Path:     Path,
+		SelfTest: SelfTestRequest(),
 		Handler: &Handler{
 			Injection:  Injection{Host: o.ServiceHost, Port: o.ServicePort},
 			Decoder:    decoder,

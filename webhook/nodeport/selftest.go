@@ -1,0 +1,27 @@
+package nodeport
+
+import (
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// selfTestService is the Service of the readiness self-test: a NodePort
+// Service claiming nodePort 30000, so the guard decodes it and runs its claim
+// rules against the caches. Allowed or denied (the port may be reserved or
+// pinned here), either answer is a judgement; only an error fails readiness.
+const selfTestService = `{"apiVersion":"v1","kind":"Service","metadata":{"name":"svcguard-self-test","namespace":"svcguard-self-test"},` +
+	`"spec":{"type":"NodePort","ports":[{"name":"self-test","port":80,"protocol":"TCP","nodePort":30000}]}}`
+
+// SelfTestRequest is the Service CREATE that readiness sends through the
+// guard's real handler every round (see server.Webhook.SelfTest).
+func SelfTestRequest() admissionv1.AdmissionRequest {
+	return admissionv1.AdmissionRequest{
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Service"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "services"},
+		Namespace: "svcguard-self-test",
+		Name:      "svcguard-self-test",
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: []byte(selfTestService)},
+	}
+}
