@@ -59,7 +59,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer env.Stop()
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}()
 	proc, err = env.StartBinary(context.Background(), binary, nil, "--service-host="+serviceHost, "--service-port="+servicePort, "--shutdown-drain=1s")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -129,7 +133,7 @@ func TestBinaryReloadsRotatedCertificateWithoutRestart(t *testing.T) {
 	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--cert-dir="+certDir,
 		"--service-host="+serviceHost, "--mutating-webhook-configuration=", "--validating-webhook-configuration=", "--shutdown-drain=0s")
 	require.NoError(t, err)
-	defer p.Terminate(30 * time.Second)
+	defer func() { _, _ = p.Terminate(30 * time.Second) }()
 
 	served, err := testenv.ServedSerial(addr)
 	require.NoError(t, err)

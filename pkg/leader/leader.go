@@ -91,9 +91,6 @@ func (e *Elector) Leading() bool {
 	return e.leading
 }
 
-// Identity is this replica's name in the Lease.
-func (e *Elector) Identity() string { return e.opts.Identity }
-
 // NeedLeaderElection tells controller-runtime to run the elector everywhere.
 func (e *Elector) NeedLeaderElection() bool { return false }
 
@@ -178,28 +175,5 @@ func (e *Elector) Release() {
 	e.mu.Unlock()
 	if release != nil {
 		release()
-	}
-}
-
-// Passes runs an audit's passes on the leader: pass at once, then every
-// interval and after changes, until ctx (the term) ends. A signal on changed
-// (nil: none) is debounced by a second, so that a burst of changes (a
-// rollout, a resync) makes one pass, not one each.
-func Passes(ctx context.Context, interval time.Duration, changed <-chan struct{}, pass func(context.Context)) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		pass(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		case <-changed:
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
 	}
 }

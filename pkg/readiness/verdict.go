@@ -44,7 +44,7 @@ type Result struct {
 	Reason string
 }
 
-// Pass, Fail and Skip build results.
+// Pass is a passing result with reason.
 func Pass(reason string) Result { return Result{State: Passing, Reason: reason} }
 
 // Fail is a failing result whose reason is err.

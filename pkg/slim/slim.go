@@ -1,11 +1,9 @@
 // Package slim holds what svcguard's informer caches share to keep a cached
 // object small: a key that client-go can index, a string interner for the
-// few names repeated across many objects, and a heap measure for the memory
-// benchmarks that hold the caches to their budget.
+// few names repeated across many objects.
 package slim
 
 import (
-	"runtime"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,14 +46,4 @@ func (s *Interner) Intern(v string) string {
 	}
 	s.seen[v] = v
 	return v
-}
-
-// HeapAfterGC returns the bytes of live heap after a full collection; a
-// memory benchmark takes the difference around building a cache.
-func HeapAfterGC() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 
-	"github.com/svcguard/svcguard/pkg/leader"
+	"github.com/svcguard/svcguard/pkg/audit"
 	"github.com/svcguard/svcguard/pkg/metrics"
 )
 
@@ -89,7 +89,7 @@ func (a *Audit) Start(ctx context.Context) error {
 		return nil
 	}
 	a.reported = map[string]string{}
-	leader.Passes(ctx, a.interval, changed, a.pass)
+	audit.Passes(ctx, a.interval, changed, a.pass)
 	return nil
 }
 
@@ -132,13 +132,13 @@ func (a *Audit) Findings() []Finding {
 		for _, p := range svc.Spec.Ports {
 			if p.NodePort != 0 {
 				if as := a.guard.assess(svc, p, p.NodePort, own, a.caches); !as.Correct() {
-					out = append(out, Finding{Service: s.Key.String(), Port: portLabel(p), NodePort: p.NodePort, Assessment: as})
+					out = append(out, Finding{Service: s.String(), Port: portLabel(p), NodePort: p.NodePort, Assessment: as})
 				}
 			}
 			ref := PortRef{Namespace: s.Namespace, Name: s.Name, Port: portKey(p)}
 			if pin, ok := own[ref]; ok {
 				if why, lost := a.guard.resolvePins(pin, svc, own, a.caches).lost[ref]; lost {
-					f := Finding{Service: s.Key.String(), Port: portLabel(p), NodePort: p.NodePort, Pin: pin}
+					f := Finding{Service: s.String(), Port: portLabel(p), NodePort: p.NodePort, Pin: pin}
 					f.fail(PinConflict, why)
 					out = append(out, f)
 				}

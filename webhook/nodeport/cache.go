@@ -307,7 +307,7 @@ func (c *Caches) HostPortPods(nodePort int32, protocol corev1.Protocol) []string
 	names := make([]string, 0, len(objs))
 	for _, obj := range objs {
 		pod := obj.(*slimPod)
-		names = append(names, pod.Key.String())
+		names = append(names, pod.String())
 	}
 	return names
 }

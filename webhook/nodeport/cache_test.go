@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/svcguard/svcguard/pkg/benchtest"
 	"github.com/svcguard/svcguard/pkg/slim"
 )
 
@@ -104,7 +105,7 @@ func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
 func BenchmarkCacheMemory(b *testing.B) {
 	const pods, services = 100_000, 10_000
 	for i := 0; i < b.N; i++ {
-		before := slim.HeapAfterGC()
+		before := benchtest.HeapAfterGC()
 		v, tr := newIndexerView()
 		for p := 0; p < pods; p++ {
 			hostPort := int32(0)
@@ -113,11 +114,11 @@ func BenchmarkCacheMemory(b *testing.B) {
 			}
 			add(b, v.pods, tr.pod, syntheticPod(p, hostPort))
 		}
-		podHeap := slim.HeapAfterGC() - before
+		podHeap := benchtest.HeapAfterGC() - before
 		for s := 0; s < services; s++ {
 			add(b, v.services, tr.service, syntheticService(s))
 		}
-		total := slim.HeapAfterGC() - before
+		total := benchtest.HeapAfterGC() - before
 		b.ReportMetric(float64(podHeap)/pods, "B/pod")
 		b.ReportMetric(float64(total-podHeap)/services, "B/service")
 		b.ReportMetric(float64(total)/(1<<20), "MiB-total")

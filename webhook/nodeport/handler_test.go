@@ -14,9 +14,9 @@ import (
 	"github.com/svcguard/svcguard/pkg/admissiontest"
 )
 
-func serviceRequest(op admissionv1.Operation, old, new *corev1.Service) admissiontest.Request {
+func serviceRequest(op admissionv1.Operation, old, svc *corev1.Service) admissiontest.Request {
 	req := admissiontest.Request{Operation: op, Kind: admissiontest.ServiceKind, Resource: admissiontest.ServiceResource,
-		Namespace: new.Namespace, Name: new.Name, Object: new}
+		Namespace: svc.Namespace, Name: svc.Name, Object: svc}
 	if old != nil {
 		req.OldObject = old
 	}

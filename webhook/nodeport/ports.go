@@ -155,7 +155,7 @@ func (p Pins) Owners(nodePort int32) []PortRef {
 	return p.byNodePort[nodePort]
 }
 
-// All returns every pin, sorted by port.
+// All returns every pin by port, in no order; the map is the Pins' own, to read only.
 func (p Pins) All() map[PortRef]int32 {
 	return p.byPort
 }

@@ -515,8 +515,8 @@ func (g *Guard) badPin(o PortRef, n int32, svc *corev1.Service, view View) strin
 // pinAnnotationChanged tells whether a change adds, changes or removes the
 // pin annotation (every pin annotation on CREATE). A value that parses to the
 // same pins is no change.
-func pinAnnotationChanged(old, new *corev1.Service) bool {
-	nv, nok := new.Annotations[PinAnnotation]
+func pinAnnotationChanged(old, svc *corev1.Service) bool {
+	nv, nok := svc.Annotations[PinAnnotation]
 	if old == nil {
 		return nok
 	}
@@ -569,14 +569,14 @@ type portPair struct{ old, new corev1.ServicePort }
 // whatever its name and number. The API server keeps an omitted nodePort only
 // for a port of the same name, so a rename that re-allocates the nodePort is
 // caught as a reassignment by this matching.
-func matchPorts(old, new []corev1.ServicePort) (pairs []portPair, removed, added []corev1.ServicePort) {
-	if len(old) == 1 && len(new) == 1 {
-		return []portPair{{old[0], new[0]}}, nil, nil
+func matchPorts(old, cur []corev1.ServicePort) (pairs []portPair, removed, added []corev1.ServicePort) {
+	if len(old) == 1 && len(cur) == 1 {
+		return []portPair{{old[0], cur[0]}}, nil, nil
 	}
-	usedOld, usedNew := make([]bool, len(old)), make([]bool, len(new))
+	usedOld, usedNew := make([]bool, len(old)), make([]bool, len(cur))
 	match := func(same func(o, n corev1.ServicePort) bool) {
 		for i, o := range old {
-			for j, n := range new {
+			for j, n := range cur {
 				if !usedOld[i] && !usedNew[j] && same(o, n) {
 					usedOld[i], usedNew[j] = true, true
 					pairs = append(pairs, portPair{o, n})
@@ -591,7 +591,7 @@ func matchPorts(old, new []corev1.ServicePort) (pairs []portPair, removed, added
 			removed = append(removed, o)
 		}
 	}
-	for j, n := range new {
+	for j, n := range cur {
 		if !usedNew[j] {
 			added = append(added, n)
 		}

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 
-	"github.com/svcguard/svcguard/pkg/leader"
+	"github.com/svcguard/svcguard/pkg/audit"
 	"github.com/svcguard/svcguard/pkg/metrics"
 	"github.com/svcguard/svcguard/pkg/slim"
 )
@@ -197,7 +197,7 @@ func (a *Audit) Start(ctx context.Context) error {
 		return nil // the term ended first
 	}
 	a.reported = map[string]bool{}
-	leader.Passes(ctx, a.opts.Interval, nil, a.pass)
+	audit.Passes(ctx, a.opts.Interval, nil, a.pass)
 	return nil
 }
 

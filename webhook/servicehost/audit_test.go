@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
+	"github.com/svcguard/svcguard/pkg/benchtest"
 	"github.com/svcguard/svcguard/pkg/slim"
 )
 
@@ -147,7 +148,7 @@ func TestAuditTransformKeepsOnlyWhatTheRulesNeed(t *testing.T) {
 func BenchmarkAuditCacheMemory(b *testing.B) {
 	const pods = 100_000
 	for b.Loop() {
-		before := slim.HeapAfterGC()
+		before := benchtest.HeapAfterGC()
 		store, tr := auditStore()
 		for i := range pods {
 			obj, err := tr.pod(syntheticPod(i, i%100 != 0))
@@ -158,7 +159,7 @@ func BenchmarkAuditCacheMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		held := slim.HeapAfterGC() - before
+		held := benchtest.HeapAfterGC() - before
 		b.ReportMetric(float64(held)/pods, "B/pod")
 		b.ReportMetric(float64(held)/(1<<20), "MiB-total")
 		runtime.KeepAlive(store)

@@ -1,4 +1,4 @@
-package servicehost
+package servicehost_test
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -21,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/svcguard/svcguard/pkg/testenv"
+	"github.com/svcguard/svcguard/webhook/servicehost"
 )
 
 // withWebhookUnreachable points the registered configuration at a dead
@@ -110,7 +110,7 @@ func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *t
 		p := newPod(ns, map[string]string{"app": "web"})
 		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
 		ofReplicaSet = createPod(t, p)
-		optedOut = createPod(t, newPod(ns, map[string]string{OptOutLabel: OptOutValue}))
+		optedOut = createPod(t, newPod(ns, map[string]string{servicehost.OptOutLabel: servicehost.OptOutValue}))
 	})
 	require.Empty(t, allEnvs(bare)["app"], "the outage let the Pod in without the variables")
 	injected := createPod(t, newPod(ns, nil))
@@ -122,34 +122,35 @@ func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *t
 	require.NoError(t, err)
 	recorder, err := testenv.Recorder(ctx, svcguard)
 	require.NoError(t, err)
-	audit, err := NewAudit(cs, recorder, AuditOptions{
+	audit, err := servicehost.NewAudit(cs, recorder, servicehost.AuditOptions{
 		Interval: 200 * time.Millisecond, Remediate: true, RatePerMinute: 60, OwnNamespace: "svcguard",
 		ReportsPerPass: 1, // two missed Pods: the second is reported on a later pass, never lost
 	}, logr.Discard())
 	require.NoError(t, err)
 	go func() { _ = audit.Start(ctx) }()
 
-	require.Eventually(t, func() bool { return len(eventsFor(t, bare, MissedReason)) == 1 }, 20*time.Second, 100*time.Millisecond,
-		"the bare Pod gets one %s Event", MissedReason)
-	note := eventsFor(t, bare, MissedReason)[0].Note
+	require.Eventually(t, func() bool { return len(eventsFor(t, bare, servicehost.MissedReason)) == 1 }, 20*time.Second, 100*time.Millisecond,
+		"the bare Pod gets one %s Event", servicehost.MissedReason)
+	note := eventsFor(t, bare, servicehost.MissedReason)[0].Note
 	assert.Contains(t, note, "KUBERNETES_SERVICE_HOST is not set in any container")
 	assert.Contains(t, note, "delete it so that it is re-created injected", "a bare Pod is not evicted: the Event says what to do")
-	assert.Equal(t, corev1.EventTypeWarning, eventsFor(t, bare, MissedReason)[0].Type)
+	assert.Equal(t, corev1.EventTypeWarning, eventsFor(t, bare, servicehost.MissedReason)[0].Type)
 
 	require.Eventually(t, func() bool {
 		err := suite.Env.Client.Get(ctx, client.ObjectKeyFromObject(ofReplicaSet), &corev1.Pod{})
 		return apierrors.IsNotFound(err)
 	}, 20*time.Second, 100*time.Millisecond, "the ReplicaSet's missed Pod is evicted")
-	assert.Len(t, eventsFor(t, ofReplicaSet, MissedReason), 1, "reported before it was evicted")
-	assert.Len(t, eventsFor(t, ofReplicaSet, RemediatedReason), 1, "and the eviction is an Event too")
+	assert.Len(t, eventsFor(t, ofReplicaSet, servicehost.MissedReason), 1, "reported before it was evicted")
+	assert.Len(t, eventsFor(t, ofReplicaSet, servicehost.RemediatedReason), 1, "and the eviction is an Event too")
 
-	require.Eventually(t, func() bool { return testutil.ToFloat64(podsMissing) == 1 }, 20*time.Second, 100*time.Millisecond,
-		"svcguard_pods_missing_service_host counts the bare Pod only, once the other is gone (got %v)", testutil.ToFloat64(podsMissing))
+	podsMissing := func() float64 { return testenv.GaugeValue(t, "svcguard_pods_missing_service_host") }
+	require.Eventually(t, func() bool { return podsMissing() == 1 }, 20*time.Second, 100*time.Millisecond,
+		"svcguard_pods_missing_service_host counts the bare Pod only, once the other is gone (got %v)", podsMissing())
 	time.Sleep(time.Second) // a few more passes
 	for _, p := range []*corev1.Pod{bare, optedOut, injected} {
 		assert.NoError(t, suite.Env.Client.Get(ctx, client.ObjectKeyFromObject(p), &corev1.Pod{}), "Pod %s must be left alone", p.Name)
 	}
-	assert.Len(t, eventsFor(t, bare, MissedReason), 1, "each missed Pod is reported once, not once per pass")
-	assert.Empty(t, eventsFor(t, optedOut, MissedReason), "an opted-out Pod is never reported")
-	assert.Empty(t, eventsFor(t, injected, MissedReason), "an injected Pod is never reported")
+	assert.Len(t, eventsFor(t, bare, servicehost.MissedReason), 1, "each missed Pod is reported once, not once per pass")
+	assert.Empty(t, eventsFor(t, optedOut, servicehost.MissedReason), "an opted-out Pod is never reported")
+	assert.Empty(t, eventsFor(t, injected, servicehost.MissedReason), "an injected Pod is never reported")
 }

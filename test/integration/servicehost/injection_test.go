@@ -1,4 +1,4 @@
-package servicehost
+package servicehost_test
 
 import (
 	"context"
@@ -10,48 +10,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/svcguard/svcguard/pkg/server"
-	"github.com/svcguard/svcguard/pkg/testenv"
+	"github.com/svcguard/svcguard/webhook/servicehost"
 )
-
-const (
-	suiteHost = "203.0.113.10"
-	suitePort = "6443"
-)
-
-var suite = &testenv.Suite{
-	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/mutating.yaml"}},
-	Register: func(s *server.Server) error {
-		opts := &Options{ServiceHost: suiteHost, ServicePort: suitePort}
-		s.Register(opts.Webhook(s.Decoder()))
-		return nil
-	},
-}
-
-func TestMain(m *testing.M) { suite.Main(m) }
-
-func newPod(namespace string, labels map[string]string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: "web-", Labels: labels},
-		Spec: corev1.PodSpec{
-			InitContainers: []corev1.Container{
-				{Name: "init", Image: "busybox"},
-				{Name: "sidecar", Image: "envoy", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)},
-			},
-			Containers: []corev1.Container{{Name: "app", Image: "nginx"}},
-		},
-	}
-}
-
-func wantInjected(t *testing.T, pod *corev1.Pod) {
-	t.Helper()
-	for name, got := range allEnvs(pod) {
-		assert.Equal(t, env(HostVar, suiteHost, PortVar, suitePort), got, "env of container %q as stored by the API server", name)
-	}
-}
 
 func TestEnvtestPodIsStoredWithTheVariables(t *testing.T) {
 	te := suite.Env
@@ -66,7 +28,7 @@ func TestEnvtestPodIsStoredWithTheVariables(t *testing.T) {
 
 func TestEnvtestOptedOutNamespaceIsNotInjected(t *testing.T) {
 	te := suite.Env
-	pod := newPod(te.Namespace(t, map[string]string{OptOutLabel: OptOutValue}), nil)
+	pod := newPod(te.Namespace(t, map[string]string{servicehost.OptOutLabel: servicehost.OptOutValue}), nil)
 	require.NoError(t, te.Client.Create(context.Background(), pod))
 	for name, e := range allEnvs(pod) {
 		assert.Empty(t, e, "container %q of a Pod in an opted-out namespace must not be injected", name)
@@ -75,7 +37,7 @@ func TestEnvtestOptedOutNamespaceIsNotInjected(t *testing.T) {
 
 func TestEnvtestOptedOutPodIsNotInjected(t *testing.T) {
 	te := suite.Env
-	pod := newPod(te.Namespace(t, nil), map[string]string{OptOutLabel: OptOutValue})
+	pod := newPod(te.Namespace(t, nil), map[string]string{servicehost.OptOutLabel: servicehost.OptOutValue})
 	require.NoError(t, te.Client.Create(context.Background(), pod))
 	for name, e := range allEnvs(pod) {
 		assert.Empty(t, e, "container %q of an opted-out Pod must not be injected", name)
@@ -88,7 +50,7 @@ func TestEnvtestOptedOutPodIsNotInjected(t *testing.T) {
 func TestEnvtestContainerSettingOnlyTheHostGetsNoPort(t *testing.T) {
 	te := suite.Env
 	pod := newPod(te.Namespace(t, nil), nil)
-	own := []corev1.EnvVar{{Name: HostVar, Value: "127.0.0.1"}}
+	own := []corev1.EnvVar{{Name: servicehost.HostVar, Value: "127.0.0.1"}}
 	pod.Spec.Containers[0].Env = own
 	require.NoError(t, te.Client.Create(context.Background(), pod))
 
@@ -97,14 +59,14 @@ func TestEnvtestContainerSettingOnlyTheHostGetsNoPort(t *testing.T) {
 	assert.Equal(t, own, stored.Spec.Containers[0].Env,
 		"a container that sets only KUBERNETES_SERVICE_HOST must be stored with its own env only, without svcguard's KUBERNETES_SERVICE_PORT")
 	for _, c := range stored.Spec.InitContainers {
-		assert.Equal(t, env(HostVar, suiteHost, PortVar, suitePort), c.Env, "env of the other container %q", c.Name)
+		assert.Equal(t, env(servicehost.HostVar, suiteHost, servicehost.PortVar, suitePort), c.Env, "env of the other container %q", c.Name)
 	}
 }
 
 func TestEnvtestContainerSettingOnlyThePortGetsNoHost(t *testing.T) {
 	te := suite.Env
 	pod := newPod(te.Namespace(t, nil), nil)
-	own := []corev1.EnvVar{{Name: PortVar, Value: "8443"}}
+	own := []corev1.EnvVar{{Name: servicehost.PortVar, Value: "8443"}}
 	pod.Spec.Containers[0].Env = own
 	require.NoError(t, te.Client.Create(context.Background(), pod))
 
@@ -113,7 +75,7 @@ func TestEnvtestContainerSettingOnlyThePortGetsNoHost(t *testing.T) {
 	assert.Equal(t, own, stored.Spec.Containers[0].Env,
 		"a container that sets only KUBERNETES_SERVICE_PORT must be stored with its own env only, without svcguard's KUBERNETES_SERVICE_HOST")
 	for _, c := range stored.Spec.InitContainers {
-		assert.Equal(t, env(HostVar, suiteHost, PortVar, suitePort), c.Env, "env of the other container %q", c.Name)
+		assert.Equal(t, env(servicehost.HostVar, suiteHost, servicehost.PortVar, suitePort), c.Env, "env of the other container %q", c.Name)
 	}
 }
 
@@ -132,7 +94,7 @@ func TestEnvtestEphemeralContainerAddedThroughSubresourceIsInjected(t *testing.T
 	updated, err := clientset.CoreV1().Pods(pod.Namespace).UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{})
 	require.NoError(t, err, "kubectl debug's update of pods/ephemeralcontainers must be admitted")
 	require.Len(t, updated.Spec.EphemeralContainers, 1)
-	assert.Equal(t, env(HostVar, suiteHost, PortVar, suitePort), updated.Spec.EphemeralContainers[0].Env)
+	assert.Equal(t, env(servicehost.HostVar, suiteHost, servicehost.PortVar, suitePort), updated.Spec.EphemeralContainers[0].Env)
 	wantInjected(t, updated)
 }
 
@@ -184,6 +146,6 @@ func TestEnvtestDebugContainerAfterOneTheWebhookMissedIsInjectedAndTheMissedOneL
 	assert.Equal(t, "dbg0", updated.Spec.EphemeralContainers[0].Name)
 	assert.Empty(t, updated.Spec.EphemeralContainers[0].Env, "the existing debug container dbg0 must be left unchanged")
 	assert.Equal(t, "dbg1", updated.Spec.EphemeralContainers[1].Name)
-	assert.Equal(t, env(HostVar, suiteHost, PortVar, suitePort), updated.Spec.EphemeralContainers[1].Env,
+	assert.Equal(t, env(servicehost.HostVar, suiteHost, servicehost.PortVar, suitePort), updated.Spec.EphemeralContainers[1].Env,
 		"the new debug container dbg1 must get the variables")
 }

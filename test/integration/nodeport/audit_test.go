@@ -1,13 +1,11 @@
-package nodeport
+package nodeport_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -16,10 +14,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/svcguard/svcguard/pkg/testenv"
+	"github.com/svcguard/svcguard/webhook/nodeport"
 )
 
-func findingsFor(a *Audit, service string) []Finding {
-	var out []Finding
+func findingsFor(a *nodeport.Audit, service string) []nodeport.Finding {
+	var out []nodeport.Finding
 	for _, f := range a.Findings() {
 		if f.Service == service {
 			out = append(out, f)
@@ -40,32 +39,32 @@ func TestEnvtestAuditReportsANodePortPinnedToAnotherService(t *testing.T) {
 	require.NoError(t, suite.Env.Client.Create(ctx, legacy), "the guard serving the suite knows no pin on 30600")
 
 	guard := testGuard()
-	guard.Pins.Add(PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30600) // the pin arrives later
+	guard.Pins.Add(nodeport.PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30600) // the pin arrives later
 	// The audit runs with exactly the RBAC the manifests ship.
 	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-node-port-audit", "rbac.yaml")
 	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
-	caches, err := NewCaches(cs, guard.Range)
+	caches, err := nodeport.NewCaches(cs, guard.Range)
 	require.NoError(t, err)
 	go func() { _ = caches.Start(ctx) }()
 	recorder, err := testenv.Recorder(ctx, svcguard)
 	require.NoError(t, err)
-	audit := NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard()) // only changes trigger passes here
+	audit := nodeport.NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard()) // only changes trigger passes here
 	go func() { _ = audit.Start(ctx) }()
 
 	var event eventsv1.Event
 	require.Eventually(t, func() bool {
-		found := suite.Env.Events(t, ns, "legacy", IncorrectReason)
+		found := suite.Env.Events(t, ns, "legacy", nodeport.IncorrectReason)
 		if len(found) > 0 {
 			event = found[0]
 		}
 		return len(found) == 1
-	}, 20*time.Second, 100*time.Millisecond, "the audit writes one %s Event on the Service", IncorrectReason)
+	}, 20*time.Second, 100*time.Millisecond, "the audit writes one %s Event on the Service", nodeport.IncorrectReason)
 	assert.Equal(t, corev1.EventTypeWarning, event.Type)
 	assert.Contains(t, event.Note, `port "https" nodePort 30600 is not correctly allocated: pinned to `+ns+"/gateway:https")
 	require.Len(t, findingsFor(audit, ns+"/legacy"), 1)
 	assert.Equal(t, []string{"pinned-elsewhere"}, findingsFor(audit, ns+"/legacy")[0].Reasons)
-	pinnedElsewhere := func() float64 { return testutil.ToFloat64(nodePortsIncorrect.WithLabelValues("pinned-elsewhere")) }
+	pinnedElsewhere := func() float64 { return nodePortsIncorrect(t, "pinned-elsewhere") }
 	require.GreaterOrEqual(t, pinnedElsewhere(), 1.0, "svcguard_node_ports_incorrect{reason=pinned-elsewhere} counts it")
 	before := pinnedElsewhere()
 
@@ -73,30 +72,6 @@ func TestEnvtestAuditReportsANodePortPinnedToAnotherService(t *testing.T) {
 	require.Eventually(t, func() bool { return pinnedElsewhere() == before-1 }, 20*time.Second, 100*time.Millisecond,
 		"a change triggers a pass: the deleted Service is no longer counted")
 	assert.Empty(t, findingsFor(audit, ns+"/legacy"))
-}
-
-func TestAuditFindingsUseTheGuardsRules(t *testing.T) {
-	v, tr := newIndexerView()
-	for _, s := range []*corev1.Service{
-		service("a", "ok", port("http", 80, 31000)),
-		service("a", "reserved", port("http", 80, 30105)),
-		service("a", "outside", port("http", 80, 29999)),
-		service("b", "db", annotate(PinAnnotation, "pg=31500"), port("pg", 5432, 31501)),
-		service("c", "squatter", port("http", 80, 30445)),
-	} {
-		add(t, v.services, tr.service, s)
-	}
-	a := NewAudit(testGuard(), v.caches(), nil, nil, time.Minute, logr.Discard())
-	got := map[string][]string{}
-	for _, f := range a.Findings() {
-		got[f.Service+":"+f.Port] = f.Reasons
-	}
-	assert.Equal(t, map[string][]string{
-		`a/reserved:"http"`: {"reserved"},
-		`a/outside:"http"`:  {"out-of-range"},
-		`b/db:"pg"`:         {"pin-mismatch"},
-		`c/squatter:"http"`: {"pinned-elsewhere"},
-	}, got)
 }
 
 // TestEnvtestAuditReportsAPreExistingPinConflict: a tenant's annotation pin
@@ -109,7 +84,7 @@ func TestEnvtestAuditReportsAPreExistingPinConflict(t *testing.T) {
 	defer cancel()
 	ns := suite.Env.Namespace(t, nil)
 	tenant := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant", Annotations: map[string]string{PinAnnotation: "http=30601"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant", Annotations: map[string]string{nodeport.PinAnnotation: "http=30601"}},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: map[string]string{"app": "tenant"},
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
 	}
@@ -117,74 +92,40 @@ func TestEnvtestAuditReportsAPreExistingPinConflict(t *testing.T) {
 	gateway := nodePortService(ns, "gateway", "https", 30601)
 	// The suite's guard sees 30601 pinned by the tenant's annotation: the
 	// gateway takes it by force, as a Service created while svcguard was down would.
-	gateway.Annotations = map[string]string{AllowAnnotation: "true"}
+	gateway.Annotations = map[string]string{nodeport.AllowAnnotation: "true"}
 	require.NoError(t, suite.Env.Client.Create(ctx, gateway))
 
 	guard := testGuard()
-	guard.Pins.Add(PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30601) // the flag pin arrives later
+	guard.Pins.Add(nodeport.PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30601) // the flag pin arrives later
 	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-node-port-audit-pins", "rbac.yaml")
 	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
-	caches, err := NewCaches(cs, guard.Range)
+	caches, err := nodeport.NewCaches(cs, guard.Range)
 	require.NoError(t, err)
 	go func() { _ = caches.Start(ctx) }()
 	recorder, err := testenv.Recorder(ctx, svcguard)
 	require.NoError(t, err)
-	audit := NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard())
+	audit := nodeport.NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard())
 	go func() { _ = audit.Start(ctx) }()
 
 	var event eventsv1.Event
 	require.Eventually(t, func() bool {
-		found := suite.Env.Events(t, ns, "tenant", PinConflictReason)
+		found := suite.Env.Events(t, ns, "tenant", nodeport.PinConflictReason)
 		if len(found) > 0 {
 			event = found[0]
 		}
 		return len(found) == 1
-	}, 20*time.Second, 100*time.Millisecond, "the audit writes one %s Event on the Service carrying the losing pin", PinConflictReason)
+	}, 20*time.Second, 100*time.Millisecond, "the audit writes one %s Event on the Service carrying the losing pin", nodeport.PinConflictReason)
 	assert.Equal(t, corev1.EventTypeWarning, event.Type)
 	assert.Contains(t, event.Note, `port "http" annotation pin 30601 (svcguard.io/pinned-node-ports) pins nothing: `+
 		`30601 is pinned to `+ns+`/gateway:https by --pinned-node-ports, which outranks the annotation`)
 
 	got := findingsFor(audit, ns+"/tenant")
 	require.Len(t, got, 1, "one finding for the tenant: its pin")
-	assert.Equal(t, []string{PinConflict}, got[0].Reasons)
+	assert.Equal(t, []string{nodeport.PinConflict}, got[0].Reasons)
 	assert.EqualValues(t, 30601, got[0].Pin)
 	assert.Empty(t, findingsFor(audit, ns+"/gateway"), "the tenant's pin does not make the gateway's flag-pinned nodePort incorrect")
-	assert.Empty(t, suite.Env.Events(t, ns, "gateway", IncorrectReason), "no Event on the gateway")
-	assert.GreaterOrEqual(t, testutil.ToFloat64(nodePortsIncorrect.WithLabelValues(PinConflict)), 1.0,
+	assert.Empty(t, suite.Env.Events(t, ns, "gateway", nodeport.IncorrectReason), "no Event on the gateway")
+	assert.GreaterOrEqual(t, nodePortsIncorrect(t, nodeport.PinConflict), 1.0,
 		"svcguard_node_ports_incorrect{reason=pin-conflict} counts it")
-}
-
-// TestAuditReportsPinConflicts: the audit reports every annotation pin that
-// loses a conflict, and only those, on the Service that carries it.
-func TestAuditReportsPinConflicts(t *testing.T) {
-	v, tr := newIndexerView()
-	for _, s := range []*corev1.Service{
-		service("default", "pinned", port("http", 80, 30446)),
-		clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
-		service("b", "holder", annotate(PinAnnotation, "web=31500"), port("web", 80, 31500)),
-		service("c", "late", annotate(PinAnnotation, "http=31500"), port("http", 80, 31600)),
-		clusterIP("d", "x", annotate(PinAnnotation, "http=31700")),
-		clusterIP("e", "y", annotate(PinAnnotation, "http=31700")),
-		service("f", "squat", port("http", 80, 31700)),
-		service("g", "dangling", annotate(PinAnnotation, "metrics=31800"), port("http", 80, 31900)),
-	} {
-		add(t, v.services, tr.service, s)
-	}
-	a := NewAudit(testGuard(), v.caches(), nil, nil, time.Minute, logr.Discard())
-	got := map[string]string{}
-	for _, f := range a.Findings() {
-		got[f.key()] = strings.Join(f.Reasons, ",") + ": " + f.problem()
-	}
-	want := map[string]string{
-		`tenant/squatter:"http" pin 30446`: `pin-conflict: port "http" annotation pin 30446 (svcguard.io/pinned-node-ports) pins nothing: ` +
-			`30446 is pinned to default/pinned:http by --pinned-node-ports, which outranks the annotation`,
-		`c/late:"http" pin 31500`: `pin-conflict: port "http" annotation pin 31500 (svcguard.io/pinned-node-ports) pins nothing: ` +
-			`31500 is also pinned to b/holder:web, which holds it`,
-		`d/x:"http" pin 31700`: `pin-conflict: port "http" annotation pin 31700 (svcguard.io/pinned-node-ports) pins nothing: ` +
-			`31700 is also pinned to e/y:http, and no pinned port holds it`,
-		`e/y:"http" pin 31700`: `pin-conflict: port "http" annotation pin 31700 (svcguard.io/pinned-node-ports) pins nothing: ` +
-			`31700 is also pinned to d/x:http, and no pinned port holds it`,
-	}
-	assert.Equal(t, want, got, "findings: expected the losing pins only (not default/pinned, b/holder, f/squat, g/dangling)")
 }

@@ -1,4 +1,4 @@
-package nodeport
+package nodeport_test
 
 import (
 	"context"
@@ -15,28 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/svcguard/svcguard/pkg/server"
-	"github.com/svcguard/svcguard/pkg/testenv"
+	"github.com/svcguard/svcguard/webhook/nodeport"
 )
-
-var suite = &testenv.Suite{
-	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/validating.yaml"}},
-	Register: func(s *server.Server) error {
-		opts := NewOptions()
-		opts.PinnedNodePorts = []string{"istio-ingress/istio-ingressgateway:tcp=30445", "default/pinned:http=30446"}
-		if err := opts.Validate(); err != nil {
-			return err
-		}
-		wh, err := opts.Webhook(s.Manager(), s.Decoder())
-		if err != nil {
-			return err
-		}
-		s.Register(wh)
-		return nil
-	},
-}
-
-func TestMain(m *testing.M) { suite.Main(m) }
 
 // warnings collects the HTTP Warning headers the API server passes on.
 type warnings struct {
@@ -156,7 +136,7 @@ func TestEnvtestReplaysTheIncident(t *testing.T) {
 
 	t.Run("the same move with the override annotation succeeds with a warning", func(t *testing.T) {
 		updated, err := update(ctx, c, ns, name, false, func(s *corev1.Service) {
-			s.Annotations = map[string]string{AllowAnnotation: "true"}
+			s.Annotations = map[string]string{nodeport.AllowAnnotation: "true"}
 			s.Spec.Ports[0].NodePort = 30194
 		})
 		require.NoError(t, err)
@@ -225,7 +205,7 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 	tenant := suite.Env.Namespace(t, nil)
 
 	t.Run("a tenant's ClusterIP Service pinning the flag-pinned 30446 by annotation is denied, naming the holder", func(t *testing.T) {
-		squatter := clusterIPService(tenant, "squatter", "http", map[string]string{PinAnnotation: "http=30446"})
+		squatter := clusterIPService(tenant, "squatter", "http", map[string]string{nodeport.PinAnnotation: "http=30446"})
 		_, err := c.CoreV1().Services(tenant).Create(ctx, squatter, metav1.CreateOptions{})
 		require.Error(t, err, "the exploit: the annotation pin must not be admitted")
 		assert.Contains(t, err.Error(), tenant+`/squatter: annotation svcguard.io/pinned-node-ports pin http=30446 denied: 30446 is pinned to default/pinned:http by --pinned-node-ports; `+
@@ -252,7 +232,7 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 		holderNS := suite.Env.Namespace(t, nil)
 		_, err := c.CoreV1().Services(holderNS).Create(ctx, nodePortService(holderNS, "holder", "web", 31446), metav1.CreateOptions{})
 		require.NoError(t, err)
-		grabber := clusterIPService(tenant, "grabber", "http", map[string]string{PinAnnotation: "http=31446"})
+		grabber := clusterIPService(tenant, "grabber", "http", map[string]string{nodeport.PinAnnotation: "http=31446"})
 		want := tenant + `/grabber: annotation svcguard.io/pinned-node-ports pin http=31446 denied: 31446 is held by ` + holderNS + `/holder:web`
 		// The holder reaches the guard's cache through a watch.
 		require.Eventually(t, func() bool {
@@ -265,11 +245,11 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 	})
 
 	t.Run("an annotation pin on a nodePort another Service's annotation pins is denied, naming that pin", func(t *testing.T) {
-		first := clusterIPService(tenant, "first", "http", map[string]string{PinAnnotation: "http=31447"})
+		first := clusterIPService(tenant, "first", "http", map[string]string{nodeport.PinAnnotation: "http=31447"})
 		_, err := c.CoreV1().Services(tenant).Create(ctx, first, metav1.CreateOptions{})
 		require.NoError(t, err, "a pin on a free nodePort is a fine claim")
 		other := suite.Env.Namespace(t, nil)
-		second := clusterIPService(other, "second", "http", map[string]string{PinAnnotation: "http=31447"})
+		second := clusterIPService(other, "second", "http", map[string]string{nodeport.PinAnnotation: "http=31447"})
 		want := other + `/second: annotation svcguard.io/pinned-node-ports pin http=31447 denied: 31447 is pinned to ` + tenant + `/first:http by annotation`
 		require.Eventually(t, func() bool {
 			_, err := c.CoreV1().Services(other).Create(ctx, second, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})

@@ -1,0 +1,54 @@
+package testenv
+
+import (
+	"testing"
+
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// GaugeValue returns the value of the gauge name with the given label
+// pairs (name, value, ...) in the registry that this process serves on
+// /metrics (controller-runtime's, where pkg/metrics registers every svcguard
+// collector), or 0 while that series does not exist yet, as a new series
+// starts at 0. It lets a test outside a webhook's package read the gauges
+// its audit sets.
+func GaugeValue(t testing.TB, name string, labelPairs ...string) float64 {
+	t.Helper()
+	if len(labelPairs)%2 != 0 {
+		t.Fatalf("GaugeValue(%s): labels must come in name, value pairs: %q", name, labelPairs)
+	}
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gathering the metrics: %v", err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) != len(labelPairs)/2 {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if !hasPair(labelPairs, l.GetName(), l.GetValue()) {
+					continue series
+				}
+			}
+			if m.GetGauge() == nil {
+				t.Fatalf("%s is not a gauge", name)
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+func hasPair(pairs []string, name, value string) bool {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i] == name && pairs[i+1] == value {
+			return true
+		}
+	}
+	return false
+}
