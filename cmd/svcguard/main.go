@@ -8,7 +8,6 @@ import (
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/server"
@@ -35,19 +34,17 @@ func main() {
 	if err != nil {
 		exit(err)
 	}
-	srv.Register(serviceHost.Webhook(srv.Decoder()))
-	guard, err := nodePorts.Webhook(srv.Manager(), srv.Decoder())
+	// Every webhook package builds the same way: its settings, the server's dependencies.
+	injection, err := servicehost.Build(serviceHost, srv.Dependencies())
 	if err != nil {
 		exit(err)
 	}
-	srv.Register(guard)
-	for _, audit := range []func(server.Auditing) (manager.Runnable, error){serviceHost.Audit, nodePorts.Audit} {
-		task, err := audit(srv.Auditing())
-		if err != nil {
-			exit(err)
-		}
-		srv.AddLeaderTask(task)
+	srv.Add(injection)
+	guard, err := nodeport.Build(nodePorts, srv.Dependencies())
+	if err != nil {
+		exit(err)
 	}
+	srv.Add(guard)
 	if err := srv.Run(ctrl.SetupSignalHandler()); err != nil {
 		exit(err)
 	}

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
@@ -28,15 +27,6 @@ import (
 
 	"github.com/svcguard/svcguard/pkg/metrics"
 )
-
-var leaderGauge = prometheus.NewGauge(prometheus.GaugeOpts{
-	Name: "svcguard_leader",
-	Help: "1 while this replica holds the Lease and runs the leader-only audits, 0 otherwise.",
-})
-
-func init() {
-	metrics.MustRegister(leaderGauge)
-}
 
 // Options configure the election.
 type Options struct {
@@ -161,9 +151,9 @@ func (e *Elector) setLeading(v bool) {
 	e.leading = v
 	e.mu.Unlock()
 	if v {
-		leaderGauge.Set(1)
+		metrics.Leader.Set(1)
 	} else {
-		leaderGauge.Set(0)
+		metrics.Leader.Set(0)
 	}
 }
 

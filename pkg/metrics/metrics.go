@@ -1,14 +1,17 @@
-// Package metrics defines the Prometheus metrics that every svcguard webhook
-// shares and registers them with controller-runtime's registry, so that they
-// are served on /metrics next to controller-runtime's own webhook metrics.
+// Package metrics is the one place where svcguard's Prometheus metrics are
+// defined: every row of the README's metrics table is a collector in this
+// file. Register adds them to a registry explicitly (the server registers
+// them with controller-runtime's, so /metrics serves them next to
+// controller-runtime's own webhook metrics); the packages that update them
+// import them from here.
 package metrics
 
 import (
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Decision is the outcome of one admission request, as counted in
@@ -27,11 +30,12 @@ const (
 	Error Decision = "error"
 )
 
+// Every webhook's requests (package server updates them).
 var (
 	// AdmissionRequests counts admission requests by webhook, operation and decision.
 	AdmissionRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "svcguard_admission_requests_total",
-		Help: "Admission requests answered, by webhook, operation (CREATE, UPDATE, ...) and decision (allowed, patched, denied, error).",
+		Help: "Admission requests answered, by webhook, operation (CREATE, UPDATE, DELETE, CONNECT, other) and decision (allowed, patched, denied, error).",
 	}, []string{"webhook", "operation", "decision"})
 
 	// AdmissionDuration observes how long each webhook takes to decide.
@@ -47,6 +51,12 @@ var (
 		Help: "Panics in a webhook handler, recovered into an HTTP 500 answer; any increase is a bug to report.",
 	}, []string{"webhook"})
 
+	// AdmissionThrottled counts requests refused by the in-flight cap.
+	AdmissionThrottled = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "svcguard_admission_requests_throttled_total",
+		Help: "Admission requests answered HTTP 429 at once because --max-in-flight-requests requests were already being answered.",
+	})
+
 	// DegradedDecisions counts decisions a webhook made without a dependency
 	// that readiness found failing (for the node-port guard: without synced
 	// caches), which it may only do under failurePolicy Ignore.
@@ -56,8 +66,91 @@ var (
 	}, []string{"webhook"})
 )
 
-func init() {
-	crmetrics.Registry.MustRegister(AdmissionRequests, AdmissionDuration, AdmissionPanics, DegradedDecisions)
+// Readiness and the Lease (packages readiness and leader update them).
+var (
+	// ReadinessCheck is the latest result of each readiness check.
+	ReadinessCheck = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "svcguard_readiness_check",
+		Help: "Latest result of each readiness check: 1 passing or skipped, 0 failing or not run yet (see /readyz?verbose for the reason).",
+	}, []string{"check"})
+
+	// Ready is 1 while the replica reports ready.
+	Ready = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_ready",
+		Help: "1 while this replica reports ready on /readyz, 0 otherwise (starting, a check holding readiness back, or draining on shutdown).",
+	})
+
+	// Leader is 1 on the replica that holds the Lease.
+	Leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_leader",
+		Help: "1 while this replica holds the Lease and runs the leader-only audits, 0 otherwise.",
+	})
+)
+
+// The service-host webhook and its audit (package webhook/servicehost).
+var (
+	// InjectedContainers counts containers that got the variables.
+	InjectedContainers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "svcguard_injected_containers_total",
+		Help: "Containers (of every kind) into which the service-host webhook injected KUBERNETES_SERVICE_HOST, dry runs excluded.",
+	})
+
+	// PodsMissingServiceHost is the missed-injection audit's count.
+	PodsMissingServiceHost = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_pods_missing_service_host",
+		Help: "Running Pods that should carry KUBERNETES_SERVICE_HOST but do not (admitted while no replica answered, or before svcguard); set by the leader's audit, 0 elsewhere.",
+	})
+
+	// MissedPodsEvicted counts remediation's evictions.
+	MissedPodsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "svcguard_missed_pods_evicted_total",
+		Help: "Missed Pods evicted by --remediate-missed-pods so that their controller re-creates them injected.",
+	})
+)
+
+// The node-port guard and its audit (package webhook/nodeport).
+var (
+	// NodePortReassignmentsDenied counts denied moves of correct nodePorts.
+	NodePortReassignmentsDenied = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "svcguard_node_port_reassignments_denied_total",
+		Help: "Service changes denied because they would move a correctly allocated nodePort (dry runs excluded).",
+	})
+
+	// PinsInDynamicBand counts flag pins where random allocation can take them first.
+	PinsInDynamicBand = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_pins_in_dynamic_band",
+		Help: "Pins from --pinned-node-ports that lie in the dynamic band of the nodePort range, where random allocation can take them first; move them to the static band.",
+	})
+
+	// NodePortsIncorrect is the nodePort audit's count, by broken rule.
+	NodePortsIncorrect = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "svcguard_node_ports_incorrect",
+		Help: "nodePorts that are not correctly allocated, by broken rule (out-of-range, reserved, pinned-elsewhere, pin-mismatch, host-port), " +
+			"and annotation pins that lose a conflict with a flag pin or another annotation pin and pin nothing (pin-conflict); set by the leader's audit, 0 elsewhere.",
+	}, []string{"reason"})
+)
+
+// all lists every collector above, in the README's order.
+var all = []prometheus.Collector{
+	AdmissionRequests, AdmissionDuration, AdmissionPanics, AdmissionThrottled, InjectedContainers,
+	NodePortReassignmentsDenied, PinsInDynamicBand, Ready, ReadinessCheck, Leader,
+	PodsMissingServiceHost, MissedPodsEvicted, NodePortsIncorrect, DegradedDecisions,
+}
+
+// Register adds every svcguard collector to r. Registering the same
+// collectors again is not an error, since a test process builds several
+// servers on one registry.
+func Register(r prometheus.Registerer) error {
+	for _, c := range all {
+		if err := r.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if errors.As(err, &already) && already.ExistingCollector == c {
+				continue
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // ObserveAdmission records one answered request. The operation comes from
@@ -78,9 +171,4 @@ func OperationLabel(operation admissionv1.Operation) string {
 	default:
 		return "other"
 	}
-}
-
-// MustRegister registers a webhook's own collectors with the same registry.
-func MustRegister(cs ...prometheus.Collector) {
-	crmetrics.Registry.MustRegister(cs...)
 }

@@ -9,25 +9,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/svcguard/svcguard/pkg/metrics"
 )
-
-var (
-	checkGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "svcguard_readiness_check",
-		Help: "Latest result of each readiness check: 1 passing or skipped, 0 failing or not run yet (see /readyz?verbose for the reason).",
-	}, []string{"check"})
-	readyGauge = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "svcguard_ready",
-		Help: "1 while this replica reports ready on /readyz, 0 otherwise (starting, a check holding readiness back, or draining on shutdown).",
-	})
-)
-
-func init() {
-	metrics.MustRegister(checkGauge, readyGauge)
-}
 
 // MonitorOptions configure a Monitor.
 type MonitorOptions struct {
@@ -75,9 +59,9 @@ func NewMonitor(opts MonitorOptions, checks ...Check) *Monitor {
 	m := &Monitor{opts: opts, checks: checks, results: make([]Result, len(checks))}
 	for i, c := range checks {
 		m.results[i] = Result{State: Pending}
-		checkGauge.WithLabelValues(c.Name).Set(0)
+		metrics.ReadinessCheck.WithLabelValues(c.Name).Set(0)
 	}
-	readyGauge.Set(0)
+	metrics.Ready.Set(0)
 	return m
 }
 
@@ -116,7 +100,7 @@ func (m *Monitor) round(ctx context.Context) {
 			m.opts.Log.Info("readiness check changed", "check", c.Name, "from", prev.State, "to", results[i].State, "reason", results[i].Reason)
 		}
 		ok := results[i].State == Passing || results[i].State == Skipped
-		checkGauge.WithLabelValues(c.Name).Set(boolValue(ok))
+		metrics.ReadinessCheck.WithLabelValues(c.Name).Set(boolValue(ok))
 	}
 	m.results = results
 	m.lastRound = time.Now()
@@ -141,7 +125,7 @@ func (m *Monitor) Verdict() Verdict {
 			m.opts.Log.Info("not ready", "reasons", v.Reasons)
 		}
 	}
-	readyGauge.Set(boolValue(v.Ready))
+	metrics.Ready.Set(boolValue(v.Ready))
 	return v
 }
 

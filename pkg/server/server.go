@@ -14,27 +14,27 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/go-logr/logr"
-	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/svcguard/svcguard/pkg/component"
 	"github.com/svcguard/svcguard/pkg/leader"
+	"github.com/svcguard/svcguard/pkg/metrics"
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/readiness"
 	"github.com/svcguard/svcguard/pkg/version"
@@ -47,27 +47,6 @@ const (
 	KeyFile  = "tls.key"
 )
 
-// Webhook is one admission endpoint that svcguard serves.
-type Webhook struct {
-	// Name labels the webhook's metrics and log lines ("service-host").
-	Name string
-	// Path is the URL path the webhook configuration points at ("/webhooks/service-host").
-	Path string
-	// Handler decides each request.
-	Handler admission.Handler
-	// Off marks a webhook whose settings turn it off: its handler admits
-	// everything unchanged, and the server says so at start.
-	Off bool
-	// CachesSynced, when set, reports whether the informer caches that the
-	// webhook's full decisions need are synced; readiness checks it under
-	// the webhook's live failure policy.
-	CachesSynced func() bool
-	// SelfTest is a typical request the webhook must judge without error.
-	// Readiness sends it through the listener and this webhook's real code
-	// every round (see readiness.ServingCheck); it stays out of metrics.
-	SelfTest admissionv1.AdmissionRequest
-}
-
 // Server is one svcguard replica: every registered webhook on one TLS
 // listener, plus probes and metrics.
 type Server struct {
@@ -79,22 +58,10 @@ type Server struct {
 	listener *listener
 	configs  *readiness.Configurations
 	elector  *leader.Elector
-	auditing Auditing
-	webhooks []Webhook
+	deps     component.Dependencies
+	webhooks []component.Webhook
 	// selfTest marks readiness's own requests to the webhooks.
 	selfTest readiness.SelfTestMark
-}
-
-// Auditing is what a leader-only audit needs from the server.
-type Auditing struct {
-	// Client reaches the API server.
-	Client kubernetes.Interface
-	// Recorder writes Kubernetes Events as "svcguard".
-	Recorder events.EventRecorder
-	// Interval is the time between passes (--audit-interval).
-	Interval time.Duration
-	// OwnNamespace is svcguard's namespace, empty outside a cluster.
-	OwnNamespace string
 }
 
 // New builds a server from opts. It fails, with an error naming the problem,
@@ -104,6 +71,10 @@ type Auditing struct {
 func New(opts *options.Server) (*Server, error) {
 	setLoggers(opts)
 	logger := ctrl.Log.WithName("svcguard")
+
+	if err := metrics.Register(crmetrics.Registry); err != nil {
+		return nil, fmt.Errorf("cannot register svcguard's metrics: %w", err)
+	}
 
 	certs, err := certwatcher.New(filepath.Join(opts.CertDir, CertFile), filepath.Join(opts.CertDir, KeyFile))
 	if err != nil {
@@ -187,18 +158,27 @@ func New(opts *options.Server) (*Server, error) {
 		configs:  configs,
 		elector:  elector,
 		selfTest: readiness.NewSelfTestMark(),
-		auditing: Auditing{
-			Client:       clientset,
-			Recorder:     mgr.GetEventRecorder("svcguard"),
-			Interval:     opts.AuditInterval,
-			OwnNamespace: own,
+		deps: component.Dependencies{
+			Decoder:       admission.NewDecoder(mgr.GetScheme()),
+			Client:        clientset,
+			Recorder:      mgr.GetEventRecorder("svcguard"),
+			AuditInterval: opts.AuditInterval,
+			OwnNamespace:  own,
+			Start:         mgr.Add,
 		},
 	}, nil
 }
 
+// Add serves a webhook package's Built: its webhook on every replica, its
+// audit on the leader.
+func (s *Server) Add(b component.Built) {
+	s.Register(b.Webhook)
+	s.AddLeaderTask(b.Audit)
+}
+
 // Register serves w on its path, wrapped with the common metrics, logging and
 // panic recovery, and makes readiness aware of it.
-func (s *Server) Register(w Webhook) {
+func (s *Server) Register(w component.Webhook) {
 	s.hooks.Register(w.Path, &webhook.Admission{
 		Handler:         instrumented{name: w.Name, handler: w.Handler},
 		WithContextFunc: s.selfTest.Context,
@@ -232,25 +212,14 @@ func (s *Server) AddLeaderTask(task manager.Runnable) {
 	}
 }
 
-// Auditing gives leader-only audits their client, recorder and settings.
-func (s *Server) Auditing() Auditing {
-	return s.auditing
-}
-
 // Leading tells whether this replica leads now.
 func (s *Server) Leading() bool {
 	return s.elector.Leading()
 }
 
-// Decoder decodes admission request objects with the server's API scheme.
-func (s *Server) Decoder() admission.Decoder {
-	return admission.NewDecoder(s.mgr.GetScheme())
-}
-
-// Manager gives webhooks the controller-runtime manager, for the informers
-// and clients that their rules need.
-func (s *Server) Manager() manager.Manager {
-	return s.mgr
+// Dependencies are what webhook packages build with (see package component).
+func (s *Server) Dependencies() component.Dependencies {
+	return s.deps
 }
 
 // Run serves until ctx is cancelled, then drains and shuts down (see

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,16 +27,6 @@ var Reasons = []string{"out-of-range", "reserved", "pinned-elsewhere", "pin-mism
 
 // PinConflict is the reason label of an annotation pin that loses a conflict.
 const PinConflict = "pin-conflict"
-
-var nodePortsIncorrect = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-	Name: "svcguard_node_ports_incorrect",
-	Help: "nodePorts that are not correctly allocated, by broken rule (out-of-range, reserved, pinned-elsewhere, pin-mismatch, host-port), " +
-		"and annotation pins that lose a conflict with a flag pin or another annotation pin and pin nothing (pin-conflict); set by the leader's audit, 0 elsewhere.",
-}, []string{"reason"})
-
-func init() {
-	metrics.MustRegister(nodePortsIncorrect)
-}
 
 // Reasons of the audit's warning Events.
 const (
@@ -72,7 +61,7 @@ func NewAudit(guard *Guard, caches *Caches, client kubernetes.Interface, recorde
 
 // Start runs passes until ctx (the leader's term) ends.
 func (a *Audit) Start(ctx context.Context) error {
-	defer nodePortsIncorrect.Reset()
+	defer metrics.NodePortsIncorrect.Reset()
 	changed := make(chan struct{}, 1)
 	signal := func() {
 		select {
@@ -171,7 +160,7 @@ func (a *Audit) pass(ctx context.Context) {
 		}
 	}
 	for _, r := range Reasons {
-		nodePortsIncorrect.WithLabelValues(r).Set(float64(counts[r]))
+		metrics.NodePortsIncorrect.WithLabelValues(r).Set(float64(counts[r]))
 	}
 }
 

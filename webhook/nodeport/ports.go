@@ -7,9 +7,18 @@
 // 30194, could not move it back once 30445 was taken, and a zone lost its
 // ingress. The guard stops the first step.
 //
-// The package owns the domain end to end: the value types and parsing (this
-// file), the pure rules (rules.go), the caches that feed rules 3 and 5
-// (cache.go), the admission handler and its registration.
+// The package owns the domain end to end:
+//   - ports.go: the value types (ranges, pins, admins) and their parsing;
+//   - rules.go: the pure rules (Guard.Judge, Guard.Assess) and the pin
+//     authority model, judged against a View of the cluster;
+//   - cache.go: the slim informer caches that are that View, feeding rules 3
+//     and 5 and the pins of other Services;
+//   - handler.go: the admission handler (decode, judge, respond);
+//   - audit.go: the leader-only audit, the same rules over the same caches;
+//   - options.go: the settings (flags and their validation);
+//   - webhook.go: Build, which assembles all of it from the settings and the
+//     server's dependencies (package component);
+//   - selftest.go: the request readiness sends through the real handler.
 package nodeport
 
 import (
@@ -114,6 +123,17 @@ func (r Range) StaticBandLast() int32 {
 	size := r.Last - r.First + 1
 	band := min(max(16, size/32), 128, size)
 	return r.First + band - 1
+}
+
+// DynamicBandPins returns the flag pins that lie above the static band.
+func (g *Guard) DynamicBandPins() map[PortRef]int32 {
+	out := map[PortRef]int32{}
+	for ref, n := range g.Pins.All() {
+		if n > g.Range.StaticBandLast() {
+			out[ref] = n
+		}
+	}
+	return out
 }
 
 // PortSet is a set of ports given as ports and ranges.

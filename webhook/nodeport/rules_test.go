@@ -637,6 +637,7 @@ func TestOptionsRefuseInconsistentPins(t *testing.T) {
 
 func TestDynamicBandPinsAreReported(t *testing.T) {
 	o := Options{NodePortRange: "30000-32767", PinnedNodePorts: []string{"istio-ingress/istio-ingressgateway:tcp=30445", "a/b:c=30050"}}
-	require.NoError(t, o.Validate())
-	assert.Equal(t, map[PortRef]int32{gateway: 30445}, o.DynamicBandPins(), "30445 is above the static band 30000-30085; 30050 is inside it")
+	g, err := o.Guard()
+	require.NoError(t, err)
+	assert.Equal(t, map[PortRef]int32{gateway: 30445}, g.DynamicBandPins(), "30445 is above the static band 30000-30085; 30050 is inside it")
 }

@@ -14,7 +14,7 @@ const selfTestService = `{"apiVersion":"v1","kind":"Service","metadata":{"name":
 	`"spec":{"type":"NodePort","ports":[{"name":"self-test","port":80,"protocol":"TCP","nodePort":30000}]}}`
 
 // SelfTestRequest is the Service CREATE that readiness sends through the
-// guard's real handler every round (see server.Webhook.SelfTest).
+// guard's real handler every round (see component.Webhook.SelfTest).
 func SelfTestRequest() admissionv1.AdmissionRequest {
 	return admissionv1.AdmissionRequest{
 		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Service"},

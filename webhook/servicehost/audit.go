@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -21,21 +20,6 @@ import (
 	"github.com/svcguard/svcguard/pkg/metrics"
 	"github.com/svcguard/svcguard/pkg/slim"
 )
-
-var (
-	podsMissing = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "svcguard_pods_missing_service_host",
-		Help: "Running Pods that should carry KUBERNETES_SERVICE_HOST but do not (admitted while no replica answered, or before svcguard); set by the leader's audit, 0 elsewhere.",
-	})
-	podsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "svcguard_missed_pods_evicted_total",
-		Help: "Missed Pods evicted by --remediate-missed-pods so that their controller re-creates them injected.",
-	})
-)
-
-func init() {
-	metrics.MustRegister(podsMissing, podsEvicted)
-}
 
 // Event reasons the audit writes.
 const (
@@ -190,7 +174,7 @@ func NewAudit(client kubernetes.Interface, recorder events.EventRecorder, opts A
 
 // Start runs passes every interval until ctx (the leader's term) ends.
 func (a *Audit) Start(ctx context.Context) error {
-	defer podsMissing.Set(0) // only the leader reports
+	defer metrics.PodsMissingServiceHost.Set(0) // only the leader reports
 	go a.pods.RunWithContext(ctx)
 	go a.namespaces.RunWithContext(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.namespaces.HasSynced) {
@@ -238,7 +222,7 @@ func (a *Audit) pass(ctx context.Context) {
 			delete(a.reported, key)
 		}
 	}
-	podsMissing.Set(float64(missing))
+	metrics.PodsMissingServiceHost.Set(float64(missing))
 	if deferred > 0 {
 		a.log.Info("more missed Pods than Events per pass: the rest are reported on the next passes",
 			"missed", missing, "notReportedYet", deferred, "eventsPerPass", a.opts.ReportsPerPass)
@@ -298,7 +282,7 @@ func (a *Audit) remediate(ctx context.Context, p *auditedPod) {
 	})
 	switch {
 	case err == nil:
-		podsEvicted.Inc()
+		metrics.MissedPodsEvicted.Inc()
 		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, RemediatedReason, "Evict",
 			"evicted by svcguard so that its controller re-creates it with %s", HostVar)
 		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.Key.String())

@@ -5,8 +5,15 @@
 // ClusterIP. An explicit `env` entry wins over the variables the kubelet
 // derives from Services, which is what makes this work.
 //
-// The package owns the domain end to end: the pure injection rules (this
-// file), the admission handler, and its registration and flags.
+// The package owns the domain end to end:
+//   - rules.go: the pure injection rules (the pair rule, the insert position,
+//     new ephemeral containers) and the audit's rules (Missed, Remediable);
+//   - handler.go: the admission handler (decode, apply, respond with a patch);
+//   - audit.go: the leader-only missed-injection audit and its remediation;
+//   - options.go: the settings (flags and their validation);
+//   - webhook.go: Build, which assembles the webhook and its audit from the
+//     settings and the server's dependencies (package component);
+//   - selftest.go: the request readiness sends through the real handler.
 package servicehost
 
 import (

@@ -13,7 +13,7 @@ const selfTestPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"svcguar
 	`"spec":{"containers":[{"name":"self-test","image":"self-test","env":[{"name":"SELF_TEST","value":"1"}]}]}}`
 
 // SelfTestRequest is the Pod CREATE that readiness sends through this
-// webhook's real handler every round (see server.Webhook.SelfTest).
+// webhook's real handler every round (see component.Webhook.SelfTest).
 func SelfTestRequest() admissionv1.AdmissionRequest {
 	return admissionv1.AdmissionRequest{
 		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},

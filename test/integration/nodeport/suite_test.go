@@ -19,11 +19,11 @@ var suite = &testenv.Suite{
 		if err := opts.Validate(); err != nil {
 			return err
 		}
-		wh, err := opts.Webhook(s.Manager(), s.Decoder())
+		built, err := nodeport.Build(opts, s.Dependencies())
 		if err != nil {
 			return err
 		}
-		s.Register(wh)
+		s.Register(built.Webhook) // the audit tests run their own audits
 		return nil
 	},
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/svcguard/svcguard/pkg/component"
 	"github.com/svcguard/svcguard/pkg/server"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 // ones depend on caches, as the node-port guard does. Readiness is what is
 // under test, not the rules.
 func registerStandIns(s *server.Server) error {
-	decoder := s.Decoder()
+	decoder := s.Dependencies().Decoder
 	decodeAndAllow := admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
 		var pod corev1.Pod
 		if err := decoder.Decode(req, &pod); err != nil {
@@ -60,7 +61,7 @@ func registerStandIns(s *server.Server) error {
 		Object:    runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"self-test"}}`)},
 	}
 	for _, hook := range suite.Env.RegisteredWebhooks() {
-		w := server.Webhook{Name: path.Base(hook.Path), Path: hook.Path, Handler: decodeAndAllow, SelfTest: sample}
+		w := component.Webhook{Name: path.Base(hook.Path), Path: hook.Path, Handler: decodeAndAllow, SelfTest: sample}
 		if hook.Validating {
 			w.CachesSynced = cachesSynced.Load
 		}

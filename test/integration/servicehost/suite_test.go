@@ -25,7 +25,11 @@ var suite = &testenv.Suite{
 	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/mutating.yaml"}},
 	Register: func(s *server.Server) error {
 		opts := &servicehost.Options{ServiceHost: suiteHost, ServicePort: suitePort}
-		s.Register(opts.Webhook(s.Decoder()))
+		built, err := servicehost.Build(opts, s.Dependencies())
+		if err != nil {
+			return err
+		}
+		s.Register(built.Webhook) // the audit tests run their own audits
 		return nil
 	},
 }

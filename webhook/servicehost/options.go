@@ -1,0 +1,67 @@
+package servicehost
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/svcguard/svcguard/pkg/options"
+)
+
+// Options are the service-host webhook's flags.
+type Options struct {
+	// ServiceHost is the value of KUBERNETES_SERVICE_HOST; empty turns the webhook off.
+	ServiceHost string
+	// ServicePort is the value of KUBERNETES_SERVICE_PORT; empty: not injected.
+	ServicePort string
+	// RemediateMissedPods lets the audit evict missed Pods that a
+	// ReplicaSet, StatefulSet or DaemonSet controls.
+	RemediateMissedPods bool
+	// RemediationRate caps evictions per minute.
+	RemediationRate int
+}
+
+// NewOptions returns the webhook's options with their defaults.
+func NewOptions() *Options {
+	return &Options{RemediationRate: 10}
+}
+
+// AddFlags implements options.Component.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.ServiceHost, "service-host", o.ServiceHost,
+		"Value of KUBERNETES_SERVICE_HOST injected into every container (an IP or DNS name of the API server); empty turns the service-host webhook off.")
+	fs.StringVar(&o.ServicePort, "service-port", o.ServicePort,
+		"Value of KUBERNETES_SERVICE_PORT injected alongside; empty: the port variable is not injected.")
+	fs.BoolVar(&o.RemediateMissedPods, "remediate-missed-pods", o.RemediateMissedPods,
+		"Let the leader's audit evict Pods that missed the injection and that a ReplicaSet, StatefulSet or DaemonSet controls, so they come back injected (needs the pods/eviction RBAC of manifests/remediation).")
+	fs.IntVar(&o.RemediationRate, "remediation-rate", o.RemediationRate,
+		"Most evictions per minute of --remediate-missed-pods.")
+}
+
+// Validate implements options.Component: the host must be something
+// client-go's in-cluster config can dial, the port a TCP port.
+func (o *Options) Validate() error {
+	if o.ServiceHost != "" {
+		if strings.HasPrefix(o.ServiceHost, "[") {
+			return fmt.Errorf("--service-host=%q: give an IPv6 address without brackets (client-go adds them)", o.ServiceHost)
+		}
+		if net.ParseIP(o.ServiceHost) == nil && len(validation.IsDNS1123Subdomain(o.ServiceHost)) > 0 {
+			return fmt.Errorf("--service-host=%q is neither an IP address nor a DNS name", o.ServiceHost)
+		}
+	}
+	if o.ServicePort != "" {
+		if p, err := options.ParsePort(o.ServicePort); err != nil || p == 0 {
+			return fmt.Errorf("--service-port=%q is not a port from 1 to 65535", o.ServicePort)
+		}
+		if o.ServiceHost == "" {
+			return fmt.Errorf("--service-port=%q needs --service-host: the port is only injected with a host", o.ServicePort)
+		}
+	}
+	if o.RemediationRate < 1 {
+		return fmt.Errorf("--remediation-rate=%d must be at least 1 eviction per minute", o.RemediationRate)
+	}
+	return nil
+}
