@@ -20,7 +20,7 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 RACE := $(if $(filter 1,$(shell go env CGO_ENABLED)),-race)
 TEST_FLAGS ?= $(RACE) -count=1 -timeout 20m
 
-.PHONY: all build envtest test bench demo lint clean help
+.PHONY: all build envtest test bench fuzz demo lint clean help
 
 all: lint build test
 
@@ -44,16 +44,42 @@ $(ENVTEST_STAMP): hack/tools/envtest/go.mod hack/tools/envtest/go.sum
 test: envtest ## Run every suite: unit, envtest (real kube-apiserver + etcd) and e2e (the real binary).
 	go test $(TEST_FLAGS) ./...
 
+# Unit tests live beside the code; the envtest suites in test/integration, the e2e suite in e2e.
+UNIT_PKGS = $(shell go list ./... | grep -Ev '^github.com/svcguard/svcguard/(test|e2e)(/|$$)')
+
+.PHONY: unit integration
+
+unit: ## Unit tests only: seconds, no control plane.
+	go test $(TEST_FLAGS) $(UNIT_PKGS)
+
+integration: envtest ## The envtest suites (test/integration): real kube-apiserver + etcd, in-process svcguard.
+	go test $(TEST_FLAGS) ./test/...
+
 bench: envtest ## Run the benchmarks (speed and memory figures live here, not in tests).
 	go test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 30s
+
+fuzz: ## Run every fuzz target for FUZZTIME (30s) each, one after the other; findings land in testdata/fuzz.
+	go test -run '^$$' -fuzz '^FuzzConfigFile$$' -fuzztime $(FUZZTIME) ./pkg/options
+	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./webhook/servicehost
+	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./webhook/nodeport
+	go test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./webhook/nodeport
+	go test -run '^$$' -fuzz '^FuzzParsePinFlag$$' -fuzztime $(FUZZTIME) ./webhook/nodeport
+	go test -run '^$$' -fuzz '^FuzzParsePinAnnotation$$' -fuzztime $(FUZZTIME) ./webhook/nodeport
 
 demo: envtest build ## Run svcguard locally against a local control plane; Ctrl-C stops and cleans up.
 	go run ./hack/demo --svcguard bin/svcguard
 
-lint: ## go vet and gofmt.
-	go vet ./...
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
-	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+GOLANGCI_LINT := bin/golangci-lint
+
+lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yml: staticcheck, errcheck, gosec, revive, ...), gofmt and goimports.
+	$(GOLANGCI_LINT) run ./...
+
+# Built from the pinned module in hack/tools/lint (a few minutes cold), rebuilt when the pin changes.
+$(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
+	cd hack/tools/lint && go build -o $(abspath $(GOLANGCI_LINT)) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 clean: ## Remove bin/ except the envtest binaries.
 	rm -f bin/svcguard

@@ -73,6 +73,9 @@ type Server struct {
 	LeaderElectionLeaseDuration, LeaderElectionRenewDeadline, LeaderElectionRetryPeriod time.Duration
 	// AuditInterval is the time between passes of the leader-only audits.
 	AuditInterval time.Duration
+	// MaxInFlightRequests caps the admission requests answered at once;
+	// beyond it the webhook listener answers HTTP 429 with Retry-After.
+	MaxInFlightRequests int
 	// Log holds controller-runtime's zap logging flags.
 	Log zap.Options
 }
@@ -97,6 +100,8 @@ func NewServer() *Server {
 		LeaderElectionRenewDeadline: 10 * time.Second,
 		LeaderElectionRetryPeriod:   2 * time.Second,
 		AuditInterval:               time.Minute,
+
+		MaxInFlightRequests: 32, // see server.DefaultMaxInFlight
 	}
 }
 
@@ -137,6 +142,8 @@ func (s *Server) AddFlags(fs *flag.FlagSet) {
 		"Time between attempts to acquire or renew the Lease.")
 	fs.DurationVar(&s.AuditInterval, "audit-interval", s.AuditInterval,
 		"Time between passes of the leader-only audits (missed injections, nodePorts not correctly allocated).")
+	fs.IntVar(&s.MaxInFlightRequests, "max-in-flight-requests", s.MaxInFlightRequests,
+		"Most admission requests answered at once; beyond it a request is answered HTTP 429 with Retry-After: 1 at once, without being read, and the API server retries it after a second while the webhook's timeoutSeconds allows.")
 	s.Log.BindFlags(fs)
 }
 
@@ -174,6 +181,9 @@ func (s *Server) Validate() error {
 		if d.value < 0 {
 			return fmt.Errorf("--%s=%s must not be negative (0 turns it off)", d.flag, d.value)
 		}
+	}
+	if s.MaxInFlightRequests < 1 {
+		return fmt.Errorf("--max-in-flight-requests=%d must be at least 1", s.MaxInFlightRequests)
 	}
 	// client-go's own constraints, said in flag names.
 	if s.LeaderElectionLeaseDuration <= s.LeaderElectionRenewDeadline {

@@ -43,6 +43,7 @@ func TestParseDefaults(t *testing.T) {
 	assert.Equal(t, "/tmp/k8s-webhook-server/serving-certs", s.CertDir)
 	assert.Equal(t, ":8081", s.HealthProbeBindAddress)
 	assert.Equal(t, ":8080", s.MetricsBindAddress)
+	assert.Equal(t, 32, s.MaxInFlightRequests)
 }
 
 func TestConfigFileSetsFlagsAndCommandLineWins(t *testing.T) {
@@ -76,6 +77,11 @@ func TestParseErrorsAreOneLineNamingTheProblem(t *testing.T) {
 		{"zero readiness interval", func(*testing.T) []string { return []string{"--readiness-check-interval=0s"} }, "--readiness-check-interval=0s must be a positive duration"},
 		{"zero shutdown timeout", func(*testing.T) []string { return []string{"--shutdown-timeout=0s"} }, "--shutdown-timeout=0s must be a positive duration"},
 		{"negative drain", func(*testing.T) []string { return []string{"--shutdown-drain=-1s"} }, "--shutdown-drain=-1s must not be negative"},
+		{"zero in-flight cap", func(*testing.T) []string { return []string{"--max-in-flight-requests=0"} }, "--max-in-flight-requests=0 must be at least 1"},
+		{"negative in-flight cap", func(t *testing.T) []string {
+			return []string{"--config", writeConfig(t, "max-in-flight-requests: -5\n")}
+		}, "--max-in-flight-requests=-5 must be at least 1"},
+		{"in-flight cap that is not a number", func(*testing.T) []string { return []string{"--max-in-flight-requests=many"} }, "max-in-flight-requests"},
 		{"drain that is not a duration", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "shutdown-drain: 15\n")} }, "invalid value \"15\" for \"shutdown-drain\""},
 	}
 	for _, tc := range tests {
@@ -92,7 +98,7 @@ func TestHelpPrintsEveryFlagAndReturnsErrHelp(t *testing.T) {
 	var out bytes.Buffer
 	err := Parse("svcguard", []string{"--help"}, &out, NewServer(), &fakeComponent{})
 	assert.ErrorIs(t, err, ErrHelp)
-	for _, name := range []string{"--config", "--webhook-bind-address", "--cert-dir", "--metrics-bind-address", "--kubeconfig", "--zap-log-level", "--service-host", "--shutdown-drain", "--mutating-webhook-configuration"} {
+	for _, name := range []string{"--config", "--webhook-bind-address", "--cert-dir", "--metrics-bind-address", "--kubeconfig", "--zap-log-level", "--service-host", "--shutdown-drain", "--mutating-webhook-configuration", "--max-in-flight-requests"} {
 		assert.Contains(t, out.String(), name, "usage must list %s", name)
 	}
 }

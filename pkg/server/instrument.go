@@ -12,6 +12,7 @@ import (
 
 	"github.com/svcguard/svcguard/pkg/metrics"
 	"github.com/svcguard/svcguard/pkg/readiness"
+	"github.com/svcguard/svcguard/pkg/redact"
 )
 
 // instrumented wraps a webhook's handler with what every svcguard webhook
@@ -42,7 +43,8 @@ func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp a
 		metrics.ObserveAdmission(i.name, req.Operation, decision, time.Since(start))
 		switch decision {
 		case metrics.Error:
-			logger.Info("request could not be judged", "code", resultCode(resp), "reason", resultMessage(resp))
+			// Errors may quote what could not be decoded: keep content out of the log.
+			logger.Info("request could not be judged", "code", resultCode(resp), "reason", redact.Quoted(resultMessage(resp)))
 		case metrics.Denied:
 			logger.Info("request denied", "reason", resultMessage(resp))
 		default:

@@ -11,6 +11,39 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/svcguard/svcguard/pkg/metrics"
+)
+
+// Timeouts of the webhook listener. The only legitimate client is the API
+// server, which sends a request's headers and body at once and waits at most
+// its webhook timeout (timeoutSeconds, 30s at most) for the answer.
+const (
+	// DefaultReadHeaderTimeout bounds the TLS handshake and the request
+	// headers: the API server sends them at once, so a client that takes
+	// longer is a slow-loris holding a connection and a goroutine.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultReadTimeout bounds the whole request, body included (a body
+	// trickled to hold the connection); it must outlast the longest
+	// legitimate request, 30s plus margin, because Go keeps it as the
+	// connection's read deadline while the handler runs and cancels the
+	// request's context when it passes.
+	DefaultReadTimeout = 40 * time.Second
+	// DefaultWriteTimeout bounds handling plus writing the answer; it must
+	// exceed the API server's largest webhook timeout (30s) plus margin, or a
+	// slow but legitimate answer would be cut off, including during the drain.
+	DefaultWriteTimeout = 40 * time.Second
+	// DefaultIdleTimeout is longer than the API server's idle timeout for
+	// webhook connections (client-go's 90s), so that the client, not the
+	// server, retires an idle connection: a server-side close races with the
+	// client reusing it.
+	DefaultIdleTimeout = 120 * time.Second
+	// DefaultMaxInFlight is the default of --max-in-flight-requests: each
+	// request may carry a body of up to 7 MiB (controller-runtime's limit, as
+	// an UPDATE holds two objects), so 32 bound hostile bodies to 224 MiB,
+	// under the manifests' memory limit; at about a millisecond per request
+	// that still answers tens of thousands of requests a second.
+	DefaultMaxInFlight = 32
 )
 
 // listener is the webhook listener: an HTTP server that owns its request
@@ -28,24 +61,80 @@ type listener struct {
 	// cancelRequests ends the contexts of admission requests; it is called
 	// only after shutdown finished or timed out.
 	cancelRequests context.CancelFunc
+
+	// readHeaderTimeout is srv.ReadHeaderTimeout (see DefaultReadHeaderTimeout).
+	readHeaderTimeout time.Duration
+	// maxInFlight caps the requests being answered at once (see limitInFlight).
+	maxInFlight int
+	// inFlight holds one token per request being answered.
+	inFlight chan struct{}
+	log      logr.Logger
 }
 
-func newListener(addr string, tlsConfig *tls.Config, handler http.Handler, log logr.Logger) *listener {
+// listenerOption changes a listener's setting from its default.
+type listenerOption func(*listener)
+
+// withMaxInFlight sets the cap on requests answered at once
+// (--max-in-flight-requests); n < 1 keeps the default.
+func withMaxInFlight(n int) listenerOption {
+	return func(l *listener) {
+		if n >= 1 {
+			l.maxInFlight = n
+		}
+	}
+}
+
+// withReadHeaderTimeout sets the read-header timeout (tests use a short one).
+func withReadHeaderTimeout(d time.Duration) listenerOption {
+	return func(l *listener) { l.readHeaderTimeout = d }
+}
+
+func newListener(addr string, tlsConfig *tls.Config, handler http.Handler, log logr.Logger, opts ...listenerOption) *listener {
 	requests, cancel := context.WithCancel(context.Background())
-	l := &listener{addr: addr, cancelRequests: cancel}
+	l := &listener{addr: addr, cancelRequests: cancel, readHeaderTimeout: DefaultReadHeaderTimeout, maxInFlight: DefaultMaxInFlight, log: log}
+	for _, o := range opts {
+		o(l)
+	}
+	l.inFlight = make(chan struct{}, l.maxInFlight)
 	l.srv = &http.Server{
-		Handler:           l.closeWhileDraining(handler),
+		Handler:           l.closeWhileDraining(l.limitInFlight(handler)),
 		TLSConfig:         tlsConfig,
 		BaseContext:       func(net.Listener) context.Context { return requests },
 		MaxHeaderBytes:    1 << 20,
-		ReadHeaderTimeout: 32 * time.Second,
-		// Longer than the API server's idle timeout for webhook connections
-		// (client-go's 90s), so that the client, not the server, retires an
-		// idle connection: a server-side close races with the client reusing it.
-		IdleTimeout: 120 * time.Second,
-		ErrorLog:    httpErrorLog(log),
+		ReadHeaderTimeout: l.readHeaderTimeout,
+		ReadTimeout:       DefaultReadTimeout,
+		WriteTimeout:      DefaultWriteTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
+		ErrorLog:          httpErrorLog(log),
 	}
 	return l
+}
+
+// limitInFlight answers HTTP 429 with Retry-After at once, without reading
+// the body, when maxInFlight requests are already being answered.
+//
+// At once rather than after a wait: the API server calls webhooks through
+// client-go, which retries a 429 that carries Retry-After after that many
+// seconds while the webhook's timeoutSeconds allows (Retry-After: 1 leaves
+// room for several tries within the manifests' 5s), so a refusal costs it
+// little; a queue here would instead spend that budget while the overload
+// lasts and only move the hang into svcguard. Every path of this listener is
+// a webhook (probes and metrics have their own listeners), so the cap covers
+// exactly the admission requests.
+func (l *listener) limitInFlight(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case l.inFlight <- struct{}{}:
+			defer func() { <-l.inFlight }()
+			next.ServeHTTP(w, r)
+		default:
+			metrics.AdmissionThrottled.Inc()
+			l.log.V(1).Info("too many admission requests in flight; answered 429", "limit", l.maxInFlight)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, fmt.Sprintf("svcguard: %d admission requests already in flight (--max-in-flight-requests); retry", l.maxInFlight),
+				http.StatusTooManyRequests)
+		}
+	})
 }
 
 // closeWhileDraining adds "Connection: close" to every answer once the drain

@@ -37,6 +37,7 @@ import (
 	"github.com/svcguard/svcguard/pkg/metrics"
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/readiness"
+	"github.com/svcguard/svcguard/pkg/redact"
 	"github.com/svcguard/svcguard/pkg/version"
 )
 
@@ -154,7 +155,7 @@ func New(opts *options.Server) (*Server, error) {
 		log:      logger,
 		certs:    certs,
 		hooks:    hooks,
-		listener: newListener(opts.WebhookBindAddress, tlsConfig, mux, logger.WithName("webhook-listener")),
+		listener: newListener(opts.WebhookBindAddress, tlsConfig, mux, logger.WithName("webhook-listener"), withMaxInFlight(opts.MaxInFlightRequests)),
 		configs:  configs,
 		elector:  elector,
 		selfTest: readiness.NewSelfTestMark(),
@@ -182,6 +183,11 @@ func (s *Server) Register(w component.Webhook) {
 	s.hooks.Register(w.Path, &webhook.Admission{
 		Handler:         instrumented{name: w.Name, handler: w.Handler},
 		WithContextFunc: s.selfTest.Context,
+		// controller-runtime logs decoder errors, which quote what a client
+		// sent; svcguard's logs never carry request content.
+		LogConstructor: func(base logr.Logger, req *admission.Request) logr.Logger {
+			return redact.Logger(admission.DefaultLogConstructor(base, req))
+		},
 	})
 	s.webhooks = append(s.webhooks, w)
 	if w.Off {
@@ -323,17 +329,24 @@ func (s *Server) readiness(servingAddr string) *readiness.Monitor {
 	}, checks...)
 }
 
+// loadRESTConfig finds the API server: --kubeconfig, else $KUBECONFIG, else
+// the in-cluster config, else ~/.kube/config (controller-runtime's order).
+// Either way client-side rate limiting is off (QPS -1), as controller-runtime
+// sets it for the paths it resolves: the API server's priority and fairness
+// protects it, and svcguard's own calls are few and bounded (informers, at
+// most 100 Events per audit pass, --remediation-rate evictions). Before, a
+// --kubeconfig kept client-go's 5 requests a second while in-cluster had no
+// limit, so local runs and tests were throttled and production was not.
 func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
 	if kubeconfig != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
+		if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 			return nil, fmt.Errorf("cannot use --kubeconfig=%s: %w", kubeconfig, err)
 		}
-		return cfg, nil
+	} else if cfg, err = config.GetConfig(); err != nil {
+		return nil, errors.New("no Kubernetes API server configured: $KUBECONFIG unset, not running in a cluster and no ~/.kube/config; give --kubeconfig")
 	}
-	cfg, err := config.GetConfig()
-	if err != nil {
-		return nil, errors.New("no Kubernetes API server configured: not running in a cluster, $KUBECONFIG unset and no ~/.kube/config; give --kubeconfig")
-	}
+	cfg.QPS, cfg.Burst = -1, 0
 	return cfg, nil
 }

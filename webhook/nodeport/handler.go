@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/svcguard/svcguard/pkg/redact"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
@@ -42,12 +43,12 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 
 	review := Review{User: req.UserInfo.Username, Groups: req.UserInfo.Groups, View: h.View, New: &corev1.Service{}}
 	if err := h.Decoder.DecodeRaw(req.Object, review.New); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("node-port guard cannot decode the Service in the request: %w", err))
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("node-port guard cannot decode the Service in the request: %w", redact.Error(err)))
 	}
 	if req.Operation == admissionv1.Update {
 		review.Old = &corev1.Service{}
 		if err := h.Decoder.DecodeRaw(req.OldObject, review.Old); err != nil {
-			return admission.Errored(http.StatusBadRequest, fmt.Errorf("node-port guard cannot decode the stored Service in the request: %w", err))
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("node-port guard cannot decode the stored Service in the request: %w", redact.Error(err)))
 		}
 	}
 

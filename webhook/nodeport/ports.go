@@ -196,9 +196,11 @@ func ParsePinFlag(s string) (PortRef, int32, error) {
 }
 
 // ParsePinAnnotation parses the value of PinAnnotation into port -> nodePort.
+// Errors name the bad item by its position, never by its text: the value is
+// whatever a client wrote, and errors end up in logs.
 func ParsePinAnnotation(value string) (map[string]int32, error) {
 	pins := map[string]int32{}
-	for _, item := range strings.Split(value, ",") {
+	for i, item := range strings.Split(value, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
 			continue
@@ -206,18 +208,30 @@ func ParsePinAnnotation(value string) (map[string]int32, error) {
 		port, nodePort, ok := strings.Cut(item, "=")
 		port = strings.TrimSpace(port)
 		if !ok || port == "" {
-			return nil, fmt.Errorf("%q is not PORTNAME=NODEPORT", item)
+			return nil, fmt.Errorf("item %d is not PORTNAME=NODEPORT", i+1)
 		}
 		n, err := parseNodePort(nodePort)
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", item, err)
+			return nil, fmt.Errorf("item %d: the nodePort is not a port from 1 to 65535", i+1)
 		}
 		if prev, twice := pins[port]; twice {
-			return nil, fmt.Errorf("port %s is pinned twice (%d and %d)", port, prev, n)
+			return nil, fmt.Errorf("item %d pins port %s again (%d, after %d)", i+1, portText(port), n, prev)
 		}
 		pins[port] = n
 	}
 	return pins, nil
+}
+
+// portText is how messages name a port taken from the pin annotation: as is
+// when it could be a port name or number, quoted otherwise, so that a message
+// stays one line whatever a client wrote.
+func portText(s string) string {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // annotationPins returns the pins a Service's annotation declares, as refs,
@@ -229,7 +243,7 @@ func annotationPins(svc *corev1.Service) (map[PortRef]int32, error) {
 	}
 	pins, err := ParsePinAnnotation(value)
 	if err != nil {
-		return nil, fmt.Errorf("annotation %s=%q is malformed: %w", PinAnnotation, value, err)
+		return nil, fmt.Errorf("annotation %s is malformed: %w", PinAnnotation, err)
 	}
 	out := make(map[PortRef]int32, len(pins))
 	for port, n := range pins {

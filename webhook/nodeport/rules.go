@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -80,7 +81,11 @@ const maxWarning = 119
 func (v *Verdict) warn(format string, args ...any) {
 	w := fmt.Sprintf("svcguard: "+format, args...)
 	if len(w) > maxWarning {
-		w = w[:maxWarning-3] + "..."
+		cut := maxWarning - 3
+		for cut > 0 && !utf8.RuneStart(w[cut]) {
+			cut-- // never cut inside a character: the API server drops a warning that is not UTF-8
+		}
+		w = w[:cut] + "..."
 	}
 	v.Warnings = append(v.Warnings, w)
 }
@@ -174,8 +179,9 @@ func (g *Guard) assess(svc *corev1.Service, p corev1.ServicePort, n int32, own m
 	return a
 }
 
-// pinnedElsewhere returns the ports other than ref that n is pinned to: by
-// flag, and by the annotation pins on n that count (onN, from resolvePins).
+// pinnedElsewhere returns the ports other than ref that n is pinned to,
+// sorted and each once: by flag, and by the annotation pins on n that count
+// (onN, from resolvePins).
 func (g *Guard) pinnedElsewhere(ref PortRef, n int32, onN pinResolution) []string {
 	var others []PortRef
 	for _, o := range g.Pins.Owners(n) {
@@ -188,7 +194,7 @@ func (g *Guard) pinnedElsewhere(ref PortRef, n int32, onN pinResolution) []strin
 			others = append(others, o)
 		}
 	}
-	return dedupe(sortedRefs(others))
+	return slices.Compact(sortedRefs(others))
 }
 
 // pinResolution is how the authority model settles the annotation pins on
@@ -309,19 +315,9 @@ func othersThan(refs []PortRef, ref PortRef) []PortRef {
 	return out
 }
 
-// joinRefs is "a/b:c, d/e:f", sorted.
+// joinRefs is "a/b:c, d/e:f": sorted, each once.
 func joinRefs(refs []PortRef) string {
-	return strings.Join(dedupe(sortedRefs(refs)), ", ")
-}
-
-func dedupe(sorted []string) []string {
-	out := sorted[:0]
-	for i, s := range sorted {
-		if i == 0 || s != sorted[i-1] {
-			out = append(out, s)
-		}
-	}
-	return out
+	return strings.Join(slices.Compact(sortedRefs(refs)), ", ")
 }
 
 // Judge decides a Service CREATE or UPDATE.
@@ -453,13 +449,13 @@ func (g *Guard) judgePins(r Review, pins map[PortRef]int32, admin string, v *Ver
 		n := pins[o]
 		prev, had := old[o]
 		changed := !had || prev != n
-		what := fmt.Sprintf("%s/%s: annotation %s pin %s=%d denied", svc.Namespace, svc.Name, PinAnnotation, o.Port, n)
+		what := fmt.Sprintf("%s/%s: annotation %s pin %s=%d denied", svc.Namespace, svc.Name, PinAnnotation, portText(o.Port), n)
 		if !hasPort(svc, o.Port) {
 			// Judged when the pin is set, and when the change removes its port;
 			// a pin that named no port before pins nothing and stays untouched.
 			if changed || (r.Old != nil && hasPort(r.Old, o.Port)) {
 				v.Denials = append(v.Denials, fmt.Sprintf("%s: the Service has no port %s (its ports: %s); "+
-					"pin only this Service's ports, by name (by number if unnamed), or remove the pin", what, o.Port, orNone(portKeys(svc))))
+					"pin only this Service's ports, by name (by number if unnamed), or remove the pin", what, portText(o.Port), orNone(portKeys(svc))))
 			}
 			continue
 		}
@@ -471,7 +467,7 @@ func (g *Guard) judgePins(r Review, pins map[PortRef]int32, admin string, v *Ver
 		switch {
 		case why == "":
 		case admin != "":
-			v.warn("forced by node-port admin %s: pin %s=%d", admin, o.Port, n)
+			v.warn("forced by node-port admin %s: pin %s=%d", admin, portText(o.Port), n)
 		default:
 			v.Denials = append(v.Denials, fmt.Sprintf("%s: %s; pin a nodePort that is in range, not reserved, not pinned and not held "+
 				"by another Service, or ask a node-port admin (--node-port-admins)", what, why))

@@ -420,18 +420,18 @@ func TestJudgeAnnotationPins(t *testing.T) {
 		{
 			name: "a malformed pin annotation is denied with the expected syntax",
 			new:  service("a", "web", annotate(PinAnnotation, "http=abc"), port("http", 80, 31000)),
-			wantDenial: `a/web: annotation svcguard.io/pinned-node-ports="http=abc" is malformed: "http=abc": "abc" is not a port from 1 to 65535; ` +
+			wantDenial: `a/web: annotation svcguard.io/pinned-node-ports is malformed: item 1: the nodePort is not a port from 1 to 65535; ` +
 				`write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...] (PORTNAME: a port's name, or its number if unnamed)`,
 		},
 		{
 			name:       "a pin annotation without '=' is malformed",
 			new:        service("a", "web", annotate(PinAnnotation, "http:31000"), port("http", 80, 31000)),
-			wantDenial: `"http:31000" is not PORTNAME=NODEPORT; write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
+			wantDenial: `item 1 is not PORTNAME=NODEPORT; write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
 		},
 		{
 			name:       "a pin annotation that pins one port twice is malformed",
 			new:        service("a", "web", annotate(PinAnnotation, "http=31000,http=31001"), port("http", 80, 31000)),
-			wantDenial: `is malformed: port http is pinned twice (31000 and 31001); write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
+			wantDenial: `is malformed: item 2 pins port http again (31001, after 31000); write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
 		},
 		{
 			name:       "restricted: a non-admin adding the pin annotation is denied, saying who may",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/svcguard/svcguard/pkg/redact"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
@@ -40,7 +41,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 
 	pod := &corev1.Pod{}
 	if err := h.Decoder.Decode(req, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("service-host webhook cannot decode the Pod in the request: %w", err))
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("service-host webhook cannot decode the Pod in the request: %w", redact.Error(err)))
 	}
 	if OptedOut(pod.Labels) {
 		return admission.Allowed(fmt.Sprintf("service-host: Pod opted out by label %s=%s", OptOutLabel, OptOutValue))
@@ -58,7 +59,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 		old := &corev1.Pod{}
 		if err := h.Decoder.DecodeRaw(req.OldObject, old); err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf(
-				"service-host webhook cannot decode the old Pod of a pods/ephemeralcontainers update, so it cannot tell the new ephemeral containers from the existing ones: %w", err))
+				"service-host webhook cannot decode the old Pod of a pods/ephemeralcontainers update, so it cannot tell the new ephemeral containers from the existing ones: %w", redact.Error(err)))
 		}
 		apply = func(p *corev1.Pod) int { return h.Injection.ApplyToNewEphemeralContainers(p, old) }
 	}

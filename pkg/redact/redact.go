@@ -1,0 +1,74 @@
+// Package redact keeps what a request carried out of svcguard's logs. Errors
+// from decoders quote the values they could not parse (a timestamp, a map
+// key), and those values may be anything a client sent, a secret included;
+// Quoted and Error replace every quoted string with a placeholder, so a log
+// line keeps the error's shape and loses its content.
+package redact
+
+import (
+	"errors"
+	"regexp"
+
+	"github.com/go-logr/logr"
+)
+
+// Placeholder stands for a quoted string that was removed.
+const Placeholder = `"…"`
+
+// quoted matches a double-quoted string with Go or JSON escapes inside.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// Quoted returns s with every double-quoted string replaced by Placeholder.
+func Quoted(s string) string {
+	return quoted.ReplaceAllString(s, Placeholder)
+}
+
+// Error returns err with its message passed through Quoted; nil stays nil.
+func Error(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(Quoted(err.Error()))
+}
+
+// Logger returns l with every error and every string value it logs passed
+// through Quoted. It wraps loggers that third-party code (controller-runtime's
+// admission decoding) writes decoder errors to.
+func Logger(l logr.Logger) logr.Logger {
+	if l.GetSink() == nil {
+		return l
+	}
+	return logr.New(sink{l.GetSink()})
+}
+
+type sink struct{ logr.LogSink }
+
+func (s sink) Info(level int, msg string, kv ...any) { s.LogSink.Info(level, msg, values(kv)...) }
+
+func (s sink) Error(err error, msg string, kv ...any) {
+	s.LogSink.Error(Error(err), msg, values(kv)...)
+}
+
+func (s sink) WithValues(kv ...any) logr.LogSink { return sink{s.LogSink.WithValues(values(kv)...)} }
+
+func (s sink) WithName(name string) logr.LogSink { return sink{s.LogSink.WithName(name)} }
+
+// values redacts the string and error values of a key/value list.
+func values(kv []any) []any {
+	out := make([]any, len(kv))
+	for i, v := range kv {
+		switch v := v.(type) {
+		case string:
+			if i%2 == 1 {
+				out[i] = Quoted(v)
+				continue
+			}
+			out[i] = v
+		case error:
+			out[i] = Error(v)
+		default:
+			out[i] = v
+		}
+	}
+	return out
+}
