@@ -45,8 +45,9 @@ type Server struct {
 	HealthProbeBindAddress string
 	// MetricsBindAddress is host:port of /metrics; "0" turns the endpoint off.
 	MetricsBindAddress string
-	// Kubeconfig is the path of a kubeconfig file; empty means in-cluster (or
-	// $KUBECONFIG, then ~/.kube/config, as controller-runtime resolves it).
+	// Kubeconfig is the path of a kubeconfig file; empty means $KUBECONFIG,
+	// else the in-cluster config, else ~/.kube/config (controller-runtime's
+	// order).
 	Kubeconfig string
 	// MutatingWebhookConfiguration and ValidatingWebhookConfiguration name
 	// the configurations whose live failurePolicy and caBundle readiness
@@ -116,7 +117,7 @@ func (s *Server) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&s.MetricsBindAddress, "metrics-bind-address", s.MetricsBindAddress,
 		"host:port serving Prometheus /metrics over plain HTTP; \"0\" turns it off.")
 	fs.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig,
-		"Path of a kubeconfig file; empty: in-cluster config, else $KUBECONFIG, else ~/.kube/config.")
+		"Path of a kubeconfig file; empty: $KUBECONFIG, else the in-cluster config, else ~/.kube/config. Either way client-side rate limiting is off: the API server's priority and fairness applies.")
 	fs.StringVar(&s.MutatingWebhookConfiguration, "mutating-webhook-configuration", s.MutatingWebhookConfiguration,
 		"Name of the MutatingWebhookConfiguration whose live failurePolicy and caBundle readiness reads; empty: not consulted.")
 	fs.StringVar(&s.ValidatingWebhookConfiguration, "validating-webhook-configuration", s.ValidatingWebhookConfiguration,
@@ -243,36 +244,50 @@ func Parse(name string, args []string, stdout io.Writer, components ...Component
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: svcguard takes only flags (and the subcommand \"version\")", fs.Arg(0))
 	}
+	fromFile := map[string]int{}
 	if configPath != "" {
-		if err := applyConfigFile(fs, configPath); err != nil {
+		var err error
+		if fromFile, err = applyConfigFile(fs, configPath); err != nil {
 			return err
 		}
 	}
 	for _, c := range components {
 		if err := c.Validate(); err != nil {
-			return err
+			return inConfigFile(err, configPath, fromFile)
 		}
 	}
 	return nil
 }
 
+// inConfigFile adds the config file and line to a validation error about a
+// flag that the file set, so that the error names the file to fix.
+func inConfigFile(err error, path string, fromFile map[string]int) error {
+	for name, line := range fromFile {
+		if strings.Contains(err.Error(), "--"+name+"=") || strings.HasPrefix(err.Error(), "--"+name+" ") {
+			return fmt.Errorf("config file %s line %d: %w", path, line, err)
+		}
+	}
+	return err
+}
+
 // applyConfigFile sets every flag named in the YAML file at path that the
-// command line did not set.
-func applyConfigFile(fs *flag.FlagSet, path string) error {
+// command line did not set, and returns the line that set each.
+func applyConfigFile(fs *flag.FlagSet, path string) (map[string]int, error) {
+	set := map[string]int{}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("cannot read config file: %w", err)
+		return nil, fmt.Errorf("cannot read config file %s: %w", path, errors.Unwrap(err))
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("config file %s is not valid YAML: %s", path, oneLine(err.Error()))
+		return nil, fmt.Errorf("config file %s is not valid YAML: %s", path, oneLine(err.Error()))
 	}
 	if len(doc.Content) == 0 {
-		return nil // an empty file sets nothing
+		return set, nil // an empty file sets nothing
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("config file %s: expected a mapping of flag names to values at line %d", path, root.Line)
+		return nil, fmt.Errorf("config file %s: expected a mapping of flag names to values at line %d", path, root.Line)
 	}
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
@@ -280,25 +295,26 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		key, value := root.Content[i], root.Content[i+1]
 		if key.Value == "config" {
-			return fmt.Errorf("config file %s line %d: \"config\" cannot be set from a config file", path, key.Line)
+			return nil, fmt.Errorf("config file %s line %d: \"config\" cannot be set from a config file", path, key.Line)
 		}
 		if fs.Lookup(key.Value) == nil {
-			return fmt.Errorf("config file %s line %d: unknown setting %q (keys are flag names, see --help)", path, key.Line, key.Value)
+			return nil, fmt.Errorf("config file %s line %d: unknown setting %q (keys are flag names, see --help)", path, key.Line, key.Value)
 		}
 		if onCommandLine[key.Value] {
 			continue
 		}
 		values, err := scalarValues(value)
 		if err != nil {
-			return fmt.Errorf("config file %s line %d: %q: %w", path, value.Line, key.Value, err)
+			return nil, fmt.Errorf("config file %s line %d: %q: %w", path, value.Line, key.Value, err)
 		}
 		for _, v := range values {
 			if err := fs.Set(key.Value, v); err != nil {
-				return fmt.Errorf("config file %s line %d: invalid value %q for %q: %s", path, value.Line, v, key.Value, oneLine(err.Error()))
+				return nil, fmt.Errorf("config file %s line %d: invalid value %q for %q: %s", path, value.Line, v, key.Value, oneLine(err.Error()))
 			}
 		}
+		set[key.Value] = key.Line
 	}
-	return nil
+	return set, nil
 }
 
 // scalarValues returns the text of a scalar, or of each scalar of a sequence

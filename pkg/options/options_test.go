@@ -65,7 +65,8 @@ func TestParseErrorsAreOneLineNamingTheProblem(t *testing.T) {
 		{"unknown flag", func(*testing.T) []string { return []string{"--no-such-flag"} }, "no-such-flag"},
 		{"bad bind address", func(*testing.T) []string { return []string{"--webhook-bind-address=9443"} }, "--webhook-bind-address=\"9443\" is not host:port"},
 		{"port out of range", func(*testing.T) []string { return []string{"--health-probe-bind-address=:70000"} }, "not a number from 0 to 65535"},
-		{"unreadable config file", func(*testing.T) []string { return []string{"--config=/nonexistent/svcguard.yaml"} }, "cannot read config file"},
+		{"unreadable config file names the file", func(*testing.T) []string { return []string{"--config=/nonexistent/svcguard.yaml"} },
+			"cannot read config file /nonexistent/svcguard.yaml: no such file or directory"},
 		{"config file is not YAML", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "a: [b\n")} }, "is not valid YAML"},
 		{"config key is not a flag", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "servicehost: x\n")} }, "unknown setting \"servicehost\""},
 		{"config value invalid for its flag", func(t *testing.T) []string {
@@ -78,9 +79,9 @@ func TestParseErrorsAreOneLineNamingTheProblem(t *testing.T) {
 		{"zero shutdown timeout", func(*testing.T) []string { return []string{"--shutdown-timeout=0s"} }, "--shutdown-timeout=0s must be a positive duration"},
 		{"negative drain", func(*testing.T) []string { return []string{"--shutdown-drain=-1s"} }, "--shutdown-drain=-1s must not be negative"},
 		{"zero in-flight cap", func(*testing.T) []string { return []string{"--max-in-flight-requests=0"} }, "--max-in-flight-requests=0 must be at least 1"},
-		{"negative in-flight cap", func(t *testing.T) []string {
-			return []string{"--config", writeConfig(t, "max-in-flight-requests: -5\n")}
-		}, "--max-in-flight-requests=-5 must be at least 1"},
+		{"a bad value from the config file names the file and line", func(t *testing.T) []string {
+			return []string{"--config", writeConfig(t, "audit-interval: 1m\nmax-in-flight-requests: -5\n")}
+		}, "config.yaml line 2: --max-in-flight-requests=-5 must be at least 1"},
 		{"in-flight cap that is not a number", func(*testing.T) []string { return []string{"--max-in-flight-requests=many"} }, "max-in-flight-requests"},
 		{"drain that is not a duration", func(t *testing.T) []string { return []string{"--config", writeConfig(t, "shutdown-drain: 15\n")} }, "invalid value \"15\" for \"shutdown-drain\""},
 	}

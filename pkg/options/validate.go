@@ -31,13 +31,3 @@ func ParsePort(s string) (int, error) {
 	}
 	return n, nil
 }
-
-// SplitHostPort splits a validated bind address into host and port.
-func SplitHostPort(value string) (string, int, error) {
-	host, portText, err := net.SplitHostPort(value)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := ParsePort(portText)
-	return host, port, err
-}

@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/svcguard/svcguard/pkg/options"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -95,8 +96,8 @@ func ParseRange(s string) (Range, error) {
 }
 
 func parseNodePort(s string) (int32, error) {
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 32)
-	if err != nil || n < 1 || n > 65535 {
+	n, err := options.ParsePort(strings.TrimSpace(s)) // the one port parser; a nodePort is never 0
+	if err != nil || n == 0 {
 		return 0, fmt.Errorf("%q is not a port from 1 to 65535", s)
 	}
 	return int32(n), nil
