@@ -27,8 +27,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/svcguard/svcguard/pkg/options"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/svcguard/svcguard/pkg/options"
 )
 
 // Annotations a Service carries for the guard.
@@ -100,7 +101,7 @@ func parseNodePort(s string) (int32, error) {
 	if err != nil || n == 0 {
 		return 0, fmt.Errorf("%q is not a port from 1 to 65535", s)
 	}
-	return int32(n), nil
+	return int32(n), nil //nolint:gosec // G115: ParsePort bounds n to 0-65535
 }
 
 // Contains tells whether p lies in the range.
@@ -228,7 +229,9 @@ func ParsePinAnnotation(value string) (map[string]int32, error) {
 // stays one line whatever a client wrote.
 func portText(s string) string {
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
 			return strconv.Quote(s)
 		}
 	}

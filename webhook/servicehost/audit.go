@@ -200,7 +200,7 @@ func (a *Audit) pass(ctx context.Context) {
 			continue
 		}
 		missing++
-		key := p.Key.String()
+		key := p.String()
 		seen[key] = true
 		switch {
 		case a.reported[key]:
@@ -240,7 +240,7 @@ func (a *Audit) fresh(ctx context.Context, p *auditedPod) (*corev1.Pod, bool) {
 	pod, err := a.client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 	if err != nil {
 		if !apierrors.IsNotFound(err) {
-			a.log.Error(err, "missed-injection audit cannot read the Pod", "pod", p.Key.String())
+			a.log.Error(err, "missed-injection audit cannot read the Pod", "pod", p.String())
 		}
 		return nil, false
 	}
@@ -263,7 +263,7 @@ func (a *Audit) report(ctx context.Context, p *auditedPod) bool {
 	note := fmt.Sprintf("%s is not set in any container: the Pod was admitted while the service-host webhook could not answer "+
 		"(or before svcguard was installed), so it reaches the API server through the kubernetes Service; %s", HostVar, remedy)
 	a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, MissedReason, "Audit", note)
-	a.log.Info("Pod missed the service-host injection", "pod", p.Key.String(),
+	a.log.Info("Pod missed the service-host injection", "pod", p.String(),
 		"created", time.Unix(p.created, 0).UTC(), "remediable", Remediable(p.owner, p.Namespace, a.opts.OwnNamespace))
 	return true
 }
@@ -285,12 +285,12 @@ func (a *Audit) remediate(ctx context.Context, p *auditedPod) {
 		metrics.MissedPodsEvicted.Inc()
 		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, RemediatedReason, "Evict",
 			"evicted by svcguard so that its controller re-creates it with %s", HostVar)
-		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.Key.String())
+		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.String())
 	case apierrors.IsTooManyRequests(err):
-		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.Key.String())
+		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.String())
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// Gone or replaced meanwhile: nothing to do.
 	default:
-		a.log.Error(err, "cannot evict a Pod that missed the service-host injection", "pod", p.Key.String())
+		a.log.Error(err, "cannot evict a Pod that missed the service-host injection", "pod", p.String())
 	}
 }
