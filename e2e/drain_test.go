@@ -16,8 +16,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/svcguard/svcguard/pkg/admissiontest"
 	"github.com/svcguard/svcguard/pkg/certtest"
+	"github.com/svcguard/svcguard/pkg/readiness"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
 
@@ -41,10 +44,8 @@ var errRoutedElsewhere = errors.New("new connection routed to another replica: t
 // or a refused connection while /readyz still reported ready.
 func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
 	certDir := t.TempDir()
-	ca, err := certtest.NewAuthority()
-	require.NoError(t, err)
-	_, err = ca.IssueFiles(certDir)
-	require.NoError(t, err)
+	ca := certtest.NewAuthority(t)
+	ca.IssueFiles(t, certDir)
 	addr, err := testenv.FreeAddress()
 	require.NoError(t, err)
 	p, err := env.StartBinary(context.Background(), binary, nil, "--webhook-bind-address="+addr, "--cert-dir="+certDir,
@@ -67,8 +68,7 @@ func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
 			return dialer.DialContext(ctx, network, address)
 		},
 	}}
-	body, err := testenv.PodCreateReview()
-	require.NoError(t, err)
+	review := admissiontest.PodCreate().Build(t)
 
 	var (
 		mu        sync.Mutex
@@ -94,7 +94,7 @@ func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
 	}
 	for range 4 {
 		repeat(func() {
-			o := send(client, "https://"+addr+"/webhooks/service-host", body)
+			o := send(client, "https://"+addr+"/webhooks/service-host", &review.AdmissionRequest)
 			mu.Lock()
 			outcomes = append(outcomes, o)
 			mu.Unlock()
@@ -116,7 +116,7 @@ func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
 
 	time.Sleep(time.Second) // traffic on warm keep-alive connections
 	signalled := time.Now()
-	require.NoError(t, p.Signal(syscall.SIGTERM))
+	p.Signal(t, syscall.SIGTERM)
 	code, err := p.Wait(60 * time.Second)
 	time.Sleep(200 * time.Millisecond) // a few refusals after exit
 	close(stop)
@@ -149,11 +149,11 @@ func TestBinaryDrainAnswersEveryRequestUntilTheListenerCloses(t *testing.T) {
 		lastReady.Format(time.StampMicro), signalled.Format(time.StampMicro))
 }
 
-func send(client *http.Client, url string, body []byte) outcome {
+func send(client *http.Client, url string, req *admissionv1.AdmissionRequest) outcome {
 	o := outcome{sent: time.Now()}
-	answer, err := testenv.SendReview(context.Background(), client, url, body)
-	if err == nil && !answer.Review.Response.Allowed {
-		err = fmt.Errorf("not allowed: %+v", answer.Review.Response.Result)
+	answer, err := readiness.PostReview(context.Background(), client, url, req, nil)
+	if err == nil && !answer.Response.Allowed {
+		err = fmt.Errorf("not allowed: %+v", answer.Response.Result)
 	}
 	o.err, o.done, o.closed = err, time.Now(), answer.Closed
 	return o

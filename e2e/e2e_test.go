@@ -21,11 +21,11 @@ import (
 	"github.com/stretchr/testify/require"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/svcguard/svcguard/pkg/certtest"
+	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
 
@@ -80,18 +80,17 @@ func run(m *testing.M) int {
 	return code
 }
 
-func createPod(t *testing.T) *corev1.Pod {
+// createAppPod creates Pod app (one container, image nginx) in a new namespace
+// and returns it as the API server stored it.
+func createAppPod(t *testing.T) *corev1.Pod {
 	t.Helper()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: env.Namespace(t, nil), Name: "app"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
-	}
+	pod := fixtures.Pod(env.Namespace(t, nil), "app", fixtures.Container("app", "nginx"))
 	require.NoError(t, env.Client.Create(context.Background(), pod))
 	return pod
 }
 
 func TestBinaryInjectsPodsCreatedThroughTheAPIServer(t *testing.T) {
-	pod := createPod(t)
+	pod := createAppPod(t)
 	assert.Equal(t, []corev1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: serviceHost}, {Name: "KUBERNETES_SERVICE_PORT", Value: servicePort}},
 		pod.Spec.Containers[0].Env)
 }
@@ -107,7 +106,7 @@ func TestBinaryServesLivenessAndReadiness(t *testing.T) {
 }
 
 func TestBinaryExportsAdmissionMetrics(t *testing.T) {
-	createPod(t)
+	createAppPod(t)
 	text, err := proc.Metrics()
 	require.NoError(t, err)
 	for _, want := range []string{
@@ -122,10 +121,8 @@ func TestBinaryExportsAdmissionMetrics(t *testing.T) {
 
 func TestBinaryReloadsRotatedCertificateWithoutRestart(t *testing.T) {
 	certDir := t.TempDir()
-	ca, err := certtest.NewAuthority()
-	require.NoError(t, err)
-	first, err := ca.IssueFiles(certDir)
-	require.NoError(t, err)
+	ca := certtest.NewAuthority(t)
+	first := ca.IssueFiles(t, certDir)
 	addr, err := testenv.FreeAddress()
 	require.NoError(t, err)
 	// A second replica on its own address and cert dir, so the shared one keeps serving the other tests. No
@@ -139,8 +136,7 @@ func TestBinaryReloadsRotatedCertificateWithoutRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, first.Leaf.SerialNumber, served, "the first certificate must be served")
 
-	second, err := ca.IssueFiles(certDir)
-	require.NoError(t, err)
+	second := ca.IssueFiles(t, certDir)
 	require.Eventually(t, func() bool {
 		served, err := testenv.ServedSerial(addr)
 		return err == nil && served.Cmp(second.Leaf.SerialNumber) == 0

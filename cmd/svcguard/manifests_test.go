@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,13 +21,6 @@ import (
 	"github.com/svcguard/svcguard/webhook/servicehost"
 )
 
-func readManifest(t *testing.T, name string, into any) {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "manifests", name))
-	require.NoError(t, err)
-	require.NoError(t, yaml.UnmarshalStrict(data, into), "manifests/%s must decode strictly", name)
-}
-
 // TestManifestDeploymentArgsAndConfigAreValidSettings proves the shipped
 // Deployment's args and config.yaml parse as svcguard's flags.
 func TestManifestDeploymentArgsAndConfigAreValidSettings(t *testing.T) {
@@ -41,11 +32,11 @@ func TestManifestDeploymentArgsAndConfigAreValidSettings(t *testing.T) {
 func shippedSettings(t *testing.T, extra ...string) (*appsv1.Deployment, *options.Server, *servicehost.Options) {
 	t.Helper()
 	var deploy appsv1.Deployment
-	readManifest(t, "deployment.yaml", &deploy)
+	testenv.ReadManifest(t, "deployment.yaml", &deploy)
 	args := append(append([]string{}, deploy.Spec.Template.Spec.Containers[0].Args...), extra...)
 	for i, a := range args {
 		if strings.HasPrefix(a, "--config=") {
-			args[i] = "--config=" + filepath.Join("..", "..", "manifests", "config.yaml")
+			args[i] = "--config=" + testenv.ManifestPath(t, "config.yaml")
 		}
 	}
 	srv, host := options.NewServer(), servicehost.NewOptions()
@@ -70,9 +61,9 @@ func TestManifestGracePeriodCoversTheDrain(t *testing.T) {
 func TestManifestRBACGrantsReadinessItsConfigurations(t *testing.T) {
 	_, srv, _ := shippedSettings(t)
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	readManifest(t, "webhook/mutating.yaml", &mwc)
+	testenv.ReadManifest(t, "webhook/mutating.yaml", &mwc)
 	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	readManifest(t, "webhook/validating.yaml", &vwc)
+	testenv.ReadManifest(t, "webhook/validating.yaml", &vwc)
 	assert.Equal(t, mwc.Name, srv.MutatingWebhookConfiguration)
 	assert.Equal(t, vwc.Name, srv.ValidatingWebhookConfiguration)
 
@@ -94,7 +85,7 @@ func TestManifestRBACGrantsReadinessItsConfigurations(t *testing.T) {
 // one the webhook serves.
 func TestManifestWebhookPointsAtTheServedPath(t *testing.T) {
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	readManifest(t, "webhook/mutating.yaml", &mwc)
+	testenv.ReadManifest(t, "webhook/mutating.yaml", &mwc)
 	require.Len(t, mwc.Webhooks, 1)
 	assert.Equal(t, servicehost.Path, *mwc.Webhooks[0].ClientConfig.Service.Path)
 }
@@ -103,7 +94,7 @@ func TestManifestWebhookPointsAtTheServedPath(t *testing.T) {
 // webhook's registered path is the one the guard serves.
 func TestManifestNodePortGuardPointsAtTheServedPath(t *testing.T) {
 	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	readManifest(t, "webhook/validating.yaml", &vwc)
+	testenv.ReadManifest(t, "webhook/validating.yaml", &vwc)
 	require.Len(t, vwc.Webhooks, 1)
 	assert.Equal(t, nodeport.Path, *vwc.Webhooks[0].ClientConfig.Service.Path)
 }
@@ -135,7 +126,7 @@ func TestManifestEvictionIsGrantedOnlyWithRemediation(t *testing.T) {
 			Patch  string            `json:"patch"`
 		} `json:"patches"`
 	}
-	readManifest(t, "remediation/kustomization.yaml", &overlay)
+	testenv.ReadManifest(t, "remediation/kustomization.yaml", &overlay)
 	assert.Equal(t, []string{"../", "rbac.yaml"}, overlay.Resources)
 	require.Len(t, overlay.Patches, 1)
 	var ops []struct{ Op, Path, Value string }

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
 
@@ -76,13 +77,7 @@ func run(binary, host, port string, once bool) error {
 	if err := env.Client.Create(ctx, ns); err != nil {
 		return err
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "app"},
-		Spec: corev1.PodSpec{
-			InitContainers: []corev1.Container{{Name: "migrate", Image: "busybox"}},
-			Containers:     []corev1.Container{{Name: "app", Image: "nginx"}},
-		},
-	}
+	pod := fixtures.Pod("demo", "app", fixtures.InitContainer("migrate", "busybox"), fixtures.Container("app", "nginx"))
 	if err := env.Client.Create(ctx, pod); err != nil {
 		return fmt.Errorf("creating the Pod: %w", err)
 	}

@@ -1,6 +1,9 @@
 // Package admissiontest builds admission requests and reads admission
-// responses for the unit tests of every webhook, so that no webhook's tests
-// hand-roll AdmissionReview plumbing of their own.
+// responses for the tests of every webhook and of the server, so that no
+// test hand-rolls AdmissionReview plumbing of its own: Request is the one
+// way to describe a request, whether a test hands it to a handler or posts
+// it over HTTPS as the API server does (readiness.PostReview). The objects
+// in requests come from pkg/fixtures.
 package admissiontest
 
 import (
@@ -15,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/svcguard/svcguard/pkg/fixtures"
 )
 
 // Decoder decodes with client-go's scheme, as the server does.
@@ -70,6 +75,13 @@ func (r Request) Build(t testing.TB) admission.Request {
 		DryRun:      &dryRun,
 		UserInfo:    authenticationv1.UserInfo{Username: r.User, Groups: r.Groups},
 	}}
+}
+
+// PodCreate is the CREATE of a one-container Pod default/app (image nginx),
+// the plain request that tests playing the API server send.
+func PodCreate() Request {
+	pod := fixtures.Pod("default", "app", fixtures.Container("app", "nginx"))
+	return Request{Kind: PodKind, Resource: PodResource, Namespace: pod.Namespace, Name: pod.Name, Object: pod}
 }
 
 // PodKind and PodResource identify core/v1 Pods in a request.

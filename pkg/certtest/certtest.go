@@ -1,6 +1,7 @@
 // Package certtest issues throwaway certificates for svcguard's tests: a CA
 // and serving certificates it signs, in memory or written as tls.crt and
-// tls.key the way cert-manager writes them.
+// tls.key the way cert-manager writes them. Only tests call it: every
+// function takes the test and fails it on error.
 package certtest
 
 import (
@@ -11,11 +12,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -28,10 +29,11 @@ type Authority struct {
 }
 
 // NewAuthority creates a CA valid for a day.
-func NewAuthority() (*Authority, error) {
+func NewAuthority(t testing.TB) *Authority {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		t.Fatalf("generating the CA key: %v", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "svcguard test CA"},
@@ -40,21 +42,22 @@ func NewAuthority() (*Authority, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, err
+		t.Fatalf("signing the CA certificate: %v", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		t.Fatalf("parsing the CA certificate: %v", err)
 	}
-	return &Authority{Cert: cert, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}, nil
+	return &Authority{Cert: cert, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}
 }
 
 // Issue signs a serving certificate for names (DNS names or IPs), valid from
 // notBefore for life.
-func (a *Authority) Issue(notBefore time.Time, life time.Duration, names ...string) (*tls.Certificate, error) {
+func (a *Authority) Issue(t testing.TB, notBefore time.Time, life time.Duration, names ...string) *tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		t.Fatalf("generating a serving key: %v", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "svcguard"},
@@ -70,44 +73,36 @@ func (a *Authority) Issue(notBefore time.Time, life time.Duration, names ...stri
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, &key.PublicKey, a.key)
 	if err != nil {
-		return nil, err
+		t.Fatalf("signing a serving certificate: %v", err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		t.Fatalf("parsing a serving certificate: %v", err)
 	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
 // IssueFiles issues a certificate for 127.0.0.1 and localhost, valid for an
-// hour, and writes it into dir as tls.crt and tls.key.
-func (a *Authority) IssueFiles(dir string) (*tls.Certificate, error) {
-	cert, err := a.Issue(time.Now().Add(-time.Minute), time.Hour, "127.0.0.1", "localhost")
-	if err != nil {
-		return nil, err
-	}
-	return cert, WriteFiles(dir, cert)
-}
-
-// WriteFiles writes cert into dir as tls.key and tls.crt (key first, so a
+// hour, and writes it into dir as tls.key and tls.crt (key first, so a
 // watcher never pairs the new certificate with the old key for long).
-func WriteFiles(dir string, cert *tls.Certificate) error {
-	key, ok := cert.PrivateKey.(*ecdsa.PrivateKey)
-	if !ok {
-		return fmt.Errorf("certtest writes ECDSA keys only, not %T", cert.PrivateKey)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+func (a *Authority) IssueFiles(t testing.TB, dir string) *tls.Certificate {
+	t.Helper()
+	cert := a.Issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1", "localhost")
+	keyDER, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
 	if err != nil {
-		return err
+		t.Fatalf("encoding the serving key: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return err
+		t.Fatal(err)
 	}
 	var chain []byte
 	for _, der := range cert.Certificate {
 		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	return os.WriteFile(filepath.Join(dir, "tls.crt"), chain, 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), chain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
 
 func randomSerial() *big.Int {

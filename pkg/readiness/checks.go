@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -150,18 +151,23 @@ func CABundleCheck(current CurrentCertificate, lookup func(path string) Registra
 			return Skip("no serving certificate loaded (see the tls check)")
 		}
 		var verified, skipped []string
+		skip := func(note string) { // once each, in the order met: webhooks share configurations
+			if !slices.Contains(skipped, note) {
+				skipped = append(skipped, note)
+			}
+		}
 		for _, w := range webhooks {
 			reg := lookup(w.Path)
 			if reg.Waiting {
 				return Result{State: Pending, Reason: "waiting for the first read of the webhook configurations"}
 			}
 			if !reg.Known {
-				skipped = append(skipped, reg.Note)
+				skip(reg.Note)
 				continue
 			}
 			for _, e := range reg.Entries {
 				if len(e.CABundle) == 0 {
-					skipped = append(skipped, e.Configuration+" webhook "+e.Webhook+" has no caBundle")
+					skip(e.Configuration + " webhook " + e.Webhook + " has no caBundle")
 					continue
 				}
 				if err := VerifyWithBundle(cert, e.CABundle, e.ServerName); err != nil {
@@ -175,7 +181,7 @@ func CABundleCheck(current CurrentCertificate, lookup func(path string) Registra
 			if len(skipped) == 0 {
 				return Skip("no webhook configuration points at this replica's webhooks")
 			}
-			return Skip(strings.Join(dedupe(skipped), "; "))
+			return Skip(strings.Join(skipped, "; "))
 		}
 		return Pass("verified by the caBundle of " + strings.Join(verified, ", "))
 	}}
@@ -211,18 +217,6 @@ func CachesCheck(synced func() bool, webhooks []Webhook) Check {
 		}
 		return Pass("informer caches synced")
 	}}
-}
-
-func dedupe(in []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, s := range in {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // LoopbackAddress turns a bind address into one this process can dial: an empty or

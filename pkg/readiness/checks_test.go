@@ -18,25 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
+	"github.com/svcguard/svcguard/pkg/admissiontest"
 	"github.com/svcguard/svcguard/pkg/certtest"
 )
-
-// newAuthority returns a throwaway CA; issue signs serving certificates.
-func newAuthority(t *testing.T) authority {
-	t.Helper()
-	a, err := certtest.NewAuthority()
-	require.NoError(t, err)
-	return authority{a}
-}
-
-type authority struct{ *certtest.Authority }
-
-func (a authority) issue(t *testing.T, notBefore time.Time, life time.Duration, names ...string) *tls.Certificate {
-	t.Helper()
-	c, err := a.Issue(notBefore, life, names...)
-	require.NoError(t, err)
-	return c
-}
 
 func currentIs(c *tls.Certificate) CurrentCertificate {
 	return func() (*tls.Certificate, error) { return c, nil }
@@ -45,9 +29,9 @@ func currentIs(c *tls.Certificate) CurrentCertificate {
 const serviceName = "svcguard.svcguard.svc"
 
 func TestTLSCheck(t *testing.T) {
-	ca := newAuthority(t)
-	valid := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName)
-	other := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName)
+	ca := certtest.NewAuthority(t)
+	valid := ca.Issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName)
+	other := ca.Issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName)
 	mismatched := &tls.Certificate{Certificate: valid.Certificate, PrivateKey: other.PrivateKey}
 	tests := []struct {
 		name  string
@@ -56,8 +40,8 @@ func TestTLSCheck(t *testing.T) {
 		why   string
 	}{
 		{"a valid certificate with its key passes", valid, Passing, "valid until"},
-		{"an expired certificate fails", ca.issue(t, time.Now().Add(-2*time.Hour), time.Hour, serviceName), Failing, "expired"},
-		{"a certificate not valid yet fails", ca.issue(t, time.Now().Add(time.Hour), time.Hour, serviceName), Failing, "not valid before"},
+		{"an expired certificate fails", ca.Issue(t, time.Now().Add(-2*time.Hour), time.Hour, serviceName), Failing, "expired"},
+		{"a certificate not valid yet fails", ca.Issue(t, time.Now().Add(time.Hour), time.Hour, serviceName), Failing, "not valid before"},
 		{"a key that does not match fails", mismatched, Failing, "does not match"},
 		{"no certificate fails", nil, Failing, "no serving certificate loaded"},
 	}
@@ -71,8 +55,8 @@ func TestTLSCheck(t *testing.T) {
 }
 
 func TestVerifyWithBundle(t *testing.T) {
-	ca, stranger := newAuthority(t), newAuthority(t)
-	cert := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName, "127.0.0.1")
+	ca, stranger := certtest.NewAuthority(t), certtest.NewAuthority(t)
+	cert := ca.Issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName, "127.0.0.1")
 	assert.NoError(t, VerifyWithBundle(cert, ca.PEM, serviceName), "the issuing CA verifies the service name")
 	assert.NoError(t, VerifyWithBundle(cert, ca.PEM, "127.0.0.1"), "the issuing CA verifies an IP SAN")
 	assert.ErrorContains(t, VerifyWithBundle(cert, stranger.PEM, serviceName), "unknown authority")
@@ -81,8 +65,8 @@ func TestVerifyWithBundle(t *testing.T) {
 }
 
 func TestCABundleCheck(t *testing.T) {
-	ca, stranger := newAuthority(t), newAuthority(t)
-	cert := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName)
+	ca, stranger := certtest.NewAuthority(t), certtest.NewAuthority(t)
+	cert := ca.Issue(t, time.Now().Add(-time.Minute), time.Hour, serviceName)
 	hooks := []Webhook{{Name: "service-host", Path: "/webhooks/service-host"}}
 	entry := func(bundle []byte) Registration {
 		return Registration{Registered: true, Known: true, Entries: []Entry{{
@@ -130,10 +114,10 @@ func selfTestAnswerer(t *testing.T, mark SelfTestMark, answer func(admissionv1.A
 }
 
 func TestServingCheck(t *testing.T) {
-	ca := newAuthority(t)
-	served := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1")
-	loadedElsewhere := ca.issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1")
-	sample := admissionv1.AdmissionRequest{Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Operation: admissionv1.Create}
+	ca := certtest.NewAuthority(t)
+	served := ca.Issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1")
+	loadedElsewhere := ca.Issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1")
+	sample := admissionv1.AdmissionRequest{Kind: admissiontest.PodKind, Operation: admissionv1.Create}
 	hooks := []Webhook{{Name: "a", Path: "/a", SelfTest: sample}, {Name: "b", Path: "/b", SelfTest: sample}}
 	allowed := func(r admissionv1.AdmissionRequest) admissionv1.AdmissionResponse {
 		return admissionv1.AdmissionResponse{UID: r.UID, Allowed: true}

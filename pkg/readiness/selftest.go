@@ -82,41 +82,69 @@ func (m SelfTestMark) send(ctx context.Context, client *http.Client, url string,
 	req.UID = types.UID("self-test-" + string(uuid.NewUUID()))
 	req.UserInfo.Username = SelfTestUser
 	req.DryRun = ptr.To(true) // handlers have no side effects on dry runs
-	body, err := json.Marshal(admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request:  &req,
-	})
+	answer, err := PostReview(ctx, client, url, &req, m.Sign)
 	if err != nil {
 		return err
-	}
-	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	httpReq.Header.Set("Content-Type", "application/json")
-	m.Sign(httpReq)
-	resp, err := client.Do(httpReq)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
-	}
-	var answer admissionv1.AdmissionReview
-	if err := json.Unmarshal(data, &answer); err != nil {
-		return fmt.Errorf("the answer is not an AdmissionReview: %w", err)
-	}
-	if answer.Response == nil || answer.Response.UID != req.UID {
-		return fmt.Errorf("the answer does not carry the request's UID %s", req.UID)
 	}
 	if r := answer.Response; !r.Allowed && r.Result != nil && r.Result.Code != 0 && r.Result.Code != http.StatusForbidden {
 		return fmt.Errorf("a %s of %s was answered with an error, HTTP code %d: %s; every such request fails the same way",
 			req.Operation, req.Kind.Kind, r.Result.Code, r.Result.Message)
 	}
 	return nil
+}
+
+// ReviewAnswer is a webhook's answer to PostReview.
+type ReviewAnswer struct {
+	// Response is the answer's response, for the request that was posted.
+	Response *admissionv1.AdmissionResponse
+	// Closed: the answer carried Connection: close (a draining server's
+	// last answer on that connection).
+	Closed bool
+}
+
+// PostReview posts req to a webhook at url as an AdmissionReview
+// (admission.k8s.io/v1), the way the API server does, with sign (may be
+// nil) adding headers, and reads the answer. It returns an error unless the
+// answer is HTTP 200 with an AdmissionReview whose response carries req's
+// UID; whether the response allows, denies or errors is the caller's to
+// judge. The serving check's self-test posts through it, and so do the tests
+// that play the API server.
+func PostReview(ctx context.Context, client *http.Client, url string, req *admissionv1.AdmissionRequest, sign func(*http.Request)) (ReviewAnswer, error) {
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  req,
+	})
+	if err != nil {
+		return ReviewAnswer{}, err
+	}
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return ReviewAnswer{}, err
+	}
+	httpReq.Header.Set("Content-Type", "application/json")
+	if sign != nil {
+		sign(httpReq)
+	}
+	resp, err := client.Do(httpReq)
+	if err != nil {
+		return ReviewAnswer{}, err
+	}
+	defer resp.Body.Close()
+	answer := ReviewAnswer{Closed: resp.Close}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return answer, fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return answer, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(data, &review); err != nil {
+		return answer, fmt.Errorf("the answer is not an AdmissionReview: %w", err)
+	}
+	if review.Response == nil || review.Response.UID != req.UID {
+		return answer, fmt.Errorf("the answer does not carry the request's UID %s", req.UID)
+	}
+	answer.Response = review.Response
+	return answer, nil
 }

@@ -43,6 +43,18 @@ func Logger(l logr.Logger) logr.Logger {
 
 type sink struct{ logr.LogSink }
 
+// Init does nothing: the wrapped sink was initialised when its own logger was
+// made, and is shared by every logger wrapped from it, concurrently.
+func (s sink) Init(logr.RuntimeInfo) {}
+
+// WithCallDepth keeps the caller that the wrapped sink reports, when it can.
+func (s sink) WithCallDepth(depth int) logr.LogSink {
+	if cd, ok := s.LogSink.(logr.CallDepthLogSink); ok {
+		return sink{cd.WithCallDepth(depth)}
+	}
+	return s
+}
+
 func (s sink) Info(level int, msg string, kv ...any) { s.LogSink.Info(level, msg, values(kv)...) }
 
 func (s sink) Error(err error, msg string, kv ...any) {

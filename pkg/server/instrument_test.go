@@ -15,6 +15,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/svcguard/svcguard/pkg/admissiontest"
 	"github.com/svcguard/svcguard/pkg/metrics"
 	"github.com/svcguard/svcguard/pkg/readiness"
 )
@@ -44,10 +45,6 @@ func (f handlerFunc) Handle(ctx context.Context, req admission.Request) admissio
 	return f(ctx, req)
 }
 
-func request(op admissionv1.Operation) admission.Request {
-	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: "u", Operation: op}}
-}
-
 func durationSamples(t *testing.T, webhook string) uint64 {
 	t.Helper()
 	m := &dto.Metric{}
@@ -64,7 +61,7 @@ func TestInstrumentedCountsEachDecision(t *testing.T) {
 	counter := metrics.AdmissionRequests.WithLabelValues("test-decisions", "UPDATE", "denied")
 	before, samplesBefore := testutil.ToFloat64(counter), durationSamples(t, "test-decisions")
 
-	resp := h.Handle(context.Background(), request(admissionv1.Update))
+	resp := h.Handle(context.Background(), admissiontest.Request{Operation: admissionv1.Update}.Build(t))
 
 	assert.False(t, resp.Allowed)
 	assert.Equal(t, before+1, testutil.ToFloat64(counter), "svcguard_admission_requests_total{decision=denied} must count the request")
@@ -82,7 +79,9 @@ func TestInstrumentedRecoversPanicInto500(t *testing.T) {
 	before, errorsBefore := testutil.ToFloat64(panics), testutil.ToFloat64(errorsCounted)
 
 	var resp admission.Response
-	assert.NotPanics(t, func() { resp = h.Handle(context.Background(), request(admissionv1.Create)) })
+	assert.NotPanics(t, func() {
+		resp = h.Handle(context.Background(), admissiontest.Request{Operation: admissionv1.Create}.Build(t))
+	})
 
 	assert.False(t, resp.Allowed, "a panicking handler must not admit")
 	if assert.NotNil(t, resp.Result) {
@@ -111,7 +110,7 @@ func TestInstrumentedRunsTheSelfTestThroughTheHandlerUncounted(t *testing.T) {
 	before, samplesBefore := testutil.ToFloat64(errorsCounted), durationSamples(t, "test-self-test")
 
 	mark := readiness.NewSelfTestMark()
-	resp := h.Handle(selfTestContext(mark, mark), request(admissionv1.Create))
+	resp := h.Handle(selfTestContext(mark, mark), admissiontest.Request{Operation: admissionv1.Create}.Build(t))
 	assert.Equal(t, 1, called, "the self-test must reach the webhook's handler")
 	if assert.NotNil(t, resp.Result) {
 		assert.EqualValues(t, http.StatusBadRequest, resp.Result.Code, "the handler's error answers the self-test, so readiness sees it")
@@ -119,7 +118,7 @@ func TestInstrumentedRunsTheSelfTestThroughTheHandlerUncounted(t *testing.T) {
 	assert.Equal(t, before, testutil.ToFloat64(errorsCounted), "the self-test must not be counted in svcguard_admission_requests_total")
 	assert.Equal(t, samplesBefore, durationSamples(t, "test-self-test"), "the self-test must not be observed")
 
-	h.Handle(selfTestContext(mark, readiness.NewSelfTestMark()), request(admissionv1.Create))
+	h.Handle(selfTestContext(mark, readiness.NewSelfTestMark()), admissiontest.Request{Operation: admissionv1.Create}.Build(t))
 	assert.Equal(t, before+1, testutil.ToFloat64(errorsCounted), "a token of another process marks nothing: the request counts")
 }
 
@@ -131,7 +130,9 @@ func TestInstrumentedRecoversASelfTestPanicUncounted(t *testing.T) {
 	before := testutil.ToFloat64(panics)
 	var resp admission.Response
 	mark := readiness.NewSelfTestMark()
-	assert.NotPanics(t, func() { resp = h.Handle(selfTestContext(mark, mark), request(admissionv1.Create)) })
+	assert.NotPanics(t, func() {
+		resp = h.Handle(selfTestContext(mark, mark), admissiontest.Request{Operation: admissionv1.Create}.Build(t))
+	})
 	if assert.NotNil(t, resp.Result) {
 		assert.EqualValues(t, http.StatusInternalServerError, resp.Result.Code)
 	}
@@ -144,7 +145,7 @@ func TestInstrumentedCountsAnUnknownOperationAsOther(t *testing.T) {
 	})}
 	other := metrics.AdmissionRequests.WithLabelValues("test-operation", "other", "allowed")
 	before := testutil.ToFloat64(other)
-	h.Handle(context.Background(), request("HOSTILE-LABEL-VALUE"))
+	h.Handle(context.Background(), admissiontest.Request{Operation: "HOSTILE-LABEL-VALUE"}.Build(t))
 	assert.Equal(t, before+1, testutil.ToFloat64(other), "an operation the admission API does not define counts as other")
 	assert.NotContains(t, operationLabels(t), "HOSTILE-LABEL-VALUE", "no series may carry an operation a client made up")
 }

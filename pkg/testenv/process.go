@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -30,7 +31,8 @@ type Process struct {
 // StartBinary runs binary as a subprocess serving the environment's webhook
 // address, with its probes and metrics on free loopback ports and args added,
 // and waits until /readyz answers 200. Its output goes to log (may be nil)
-// and is kept for Output.
+// and is kept for Output. It returns an error, as Terminate and Wait do:
+// the demo and TestMain run the binary too.
 func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Writer, args ...string) (*Process, error) {
 	health, err := FreeAddress()
 	if err != nil {
@@ -47,22 +49,22 @@ func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Wri
 		"--health-probe-bind-address=" + health,
 		"--metrics-bind-address=" + metrics,
 	}, args...)
-	p, err := StartProcess(binary, log, all...)
+	p, err := startProcess(binary, log, all...)
 	if err != nil {
 		return nil, err
 	}
 	p.HealthURL, p.MetricsURL = "http://"+health, "http://"+metrics
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := p.WaitReady(waitCtx); err != nil {
+	if err := p.waitReady(waitCtx); err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("%w; its output:\n%s", err, p.Output())
 	}
 	return p, nil
 }
 
-// StartProcess starts binary with args, keeping its combined output.
-func StartProcess(binary string, log io.Writer, args ...string) (*Process, error) {
+// startProcess starts binary with args, keeping its combined output.
+func startProcess(binary string, log io.Writer, args ...string) (*Process, error) {
 	out := &SyncBuffer{}
 	var w io.Writer = out
 	if log != nil {
@@ -82,8 +84,8 @@ func StartProcess(binary string, log io.Writer, args ...string) (*Process, error
 	return p, nil
 }
 
-// WaitReady polls /readyz until it answers 200.
-func (p *Process) WaitReady(ctx context.Context) error {
+// waitReady polls /readyz until it answers 200.
+func (p *Process) waitReady(ctx context.Context) error {
 	exited := make(chan error, 1)
 	go func() {
 		select {
@@ -92,7 +94,7 @@ func (p *Process) WaitReady(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	return WaitReady(ctx, p.HealthURL, exited)
+	return waitReady(ctx, p.HealthURL, exited)
 }
 
 // Ready reports whether /readyz answers 200, and its verbose body.
@@ -100,9 +102,9 @@ func (p *Process) Ready() (bool, string) {
 	return Ready(p.HealthURL)
 }
 
-// WaitReady polls baseURL/readyz until it answers 200, ctx ends, or stopped
+// waitReady polls baseURL/readyz until it answers 200, ctx ends, or stopped
 // yields (the server exited).
-func WaitReady(ctx context.Context, baseURL string, stopped <-chan error) error {
+func waitReady(ctx context.Context, baseURL string, stopped <-chan error) error {
 	for {
 		ok, body := Ready(baseURL)
 		if ok {
@@ -129,7 +131,8 @@ func Ready(baseURL string) (bool, string) {
 	return resp.StatusCode == http.StatusOK, string(body)
 }
 
-// Metrics returns the text of /metrics.
+// Metrics returns the text of /metrics. It returns an error rather than
+// failing the test: tests poll it inside require.Eventually.
 func (p *Process) Metrics() (string, error) {
 	resp, err := http.Get(p.MetricsURL + "/metrics")
 	if err != nil {
@@ -141,18 +144,23 @@ func (p *Process) Metrics() (string, error) {
 }
 
 // Signal sends sig to the process.
-func (p *Process) Signal(sig os.Signal) error {
-	return p.cmd.Process.Signal(sig)
+func (p *Process) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("sending %s to svcguard: %v", sig, err)
+	}
 }
 
 // Terminate sends SIGTERM and waits up to timeout for the exit; it returns
-// the exit code, or an error when the process did not exit in time.
+// the exit code, or an error when the process did not exit in time (an
+// error, not a test failure: the demo and TestMain stop the binary too).
 func (p *Process) Terminate(timeout time.Duration) (int, error) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	return p.Wait(timeout)
 }
 
-// Wait waits up to timeout for the process to exit and returns its code.
+// Wait waits up to timeout for the process to exit and returns its code
+// (an error as Terminate, which the demo calls, is built on it).
 func (p *Process) Wait(timeout time.Duration) (int, error) {
 	select {
 	case <-p.exited:
@@ -181,7 +189,9 @@ func (p *Process) Output() string {
 	return p.output.String()
 }
 
-// FreeAddress returns a loopback host:port that was free a moment ago.
+// FreeAddress returns a loopback host:port that was free a moment ago. It
+// returns an error rather than failing a test: StartBinary (the demo) and
+// ServerOptions (TestMain) pick addresses with it too.
 func FreeAddress() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -191,7 +201,8 @@ func FreeAddress() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// BuildBinary builds cmd/svcguard into dir and returns its path.
+// BuildBinary builds cmd/svcguard into dir and returns its path; the e2e
+// TestMain calls it, hence the error.
 func BuildBinary(dir string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {

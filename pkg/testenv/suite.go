@@ -72,7 +72,8 @@ func (s *Suite) run(m *testing.M) int {
 // ServerOptions returns server settings that serve on the environment's
 // webhook address with its certificate, metrics off, probes on a free port,
 // readiness rounds every 200ms and no shutdown drain (nothing routes to a
-// test server through a Service).
+// test server through a Service). It returns an error, as Serve does,
+// because Suite.Main (the TestMain) calls it.
 func (e *Environment) ServerOptions() (*options.Server, error) {
 	probes, err := FreeAddress()
 	if err != nil {
@@ -92,7 +93,9 @@ func (e *Environment) ServerOptions() (*options.Server, error) {
 
 // Serve runs a svcguard server with opts (from ServerOptions) in this process
 // with the webhooks that register adds, until ctx ends; it returns once the
-// server reports ready. The channel yields the server's exit error.
+// server reports ready. The channel yields the server's exit error. It
+// returns errors rather than failing a test: Suite.Main (the TestMain) calls
+// it.
 func (e *Environment) Serve(ctx context.Context, opts *options.Server, register func(*server.Server) error) (<-chan error, error) {
 	srv, err := server.New(opts)
 	if err != nil {
@@ -106,10 +109,10 @@ func (e *Environment) Serve(ctx context.Context, opts *options.Server, register 
 
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := e.WaitServing(waitCtx); err != nil {
+	if err := e.waitServing(waitCtx); err != nil {
 		return nil, err
 	}
-	if err := WaitReady(waitCtx, "http://"+opts.HealthProbeBindAddress, done); err != nil {
+	if err := waitReady(waitCtx, "http://"+opts.HealthProbeBindAddress, done); err != nil {
 		return nil, err
 	}
 	return done, nil

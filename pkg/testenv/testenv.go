@@ -3,11 +3,17 @@
 // webhook configurations from manifests/ registered against it with a
 // throwaway CA, and an in-process svcguard server serving them over real TLS.
 // The demo (hack/demo) and the end-to-end suite start their control plane
-// through it too, so there is one way to stand up a cluster here.
+// through it too, so there is one way to stand up a cluster here. It also
+// reads the shipped manifests (ReadManifest), for unit tests too: reading
+// starts nothing.
+//
+// Helpers that tests call take a testing.TB and fail the test. The few that
+// return an error instead say why in their doc: the demo or a TestMain calls
+// them (no test to fail), or tests poll them inside require.Eventually,
+// where failing the test is not allowed.
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,7 +24,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,12 +35,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 )
-
-// Module is svcguard's Go module path; the harness finds the repository root
-// by it, so that suites can run from any package directory.
-const Module = "github.com/svcguard/svcguard"
 
 // Environment is a running control plane with svcguard's webhook
 // configurations registered, pointing at WebhookBindAddress.
@@ -69,7 +69,8 @@ type Options struct {
 }
 
 // Start starts kube-apiserver and etcd and registers the webhook
-// configurations. The caller must Stop it.
+// configurations. The caller must Stop it. Both return errors: the demo and
+// TestMain call them.
 func Start(opts Options) (*Environment, error) {
 	root, err := RepoRoot()
 	if err != nil {
@@ -153,9 +154,9 @@ func (e *Environment) Stop() error {
 	return errors.Join(errs...)
 }
 
-// WaitServing waits until a TLS handshake with the webhook address succeeds
+// waitServing waits until a TLS handshake with the webhook address succeeds
 // with a certificate the registered CA trusts.
-func (e *Environment) WaitServing(ctx context.Context) error {
+func (e *Environment) waitServing(ctx context.Context) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.CAData)
 	host, _, _ := net.SplitHostPort(e.WebhookBindAddress)
@@ -178,26 +179,6 @@ func (e *Environment) WaitServing(ctx context.Context) error {
 func tlsDial(addr string) (*tls.Conn, error) {
 	return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
 		&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}) // inspection only: the caller compares what is served
-}
-
-// RepoRoot returns the root of the svcguard repository that holds the
-// working directory.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.HasPrefix(string(data), "module "+Module+"\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("not inside the svcguard repository (no go.mod of module %s above the working directory)", Module)
-		}
-		dir = parent
-	}
 }
 
 // RegisteredWebhook is one webhook entry of the registered configurations.
@@ -235,12 +216,13 @@ func (e *Environment) RegisteredWebhooks() []RegisteredWebhook {
 
 // UserConfig returns a rest.Config that authenticates as user name, with no
 // permissions but those RBAC grants it: for tests that prove a Role.
-func (e *Environment) UserConfig(name string) (*rest.Config, error) {
+func (e *Environment) UserConfig(t testing.TB, name string) *rest.Config {
+	t.Helper()
 	user, err := e.env.AddUser(envtest.User{Name: name}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("adding user %s: %w", name, err)
+		t.Fatalf("adding user %s: %v", name, err)
 	}
-	return user.Config(), nil
+	return user.Config()
 }
 
 // ShippedRBACConfig returns a rest.Config for a new user that holds exactly
@@ -266,27 +248,5 @@ func (e *Environment) ShippedRBACConfig(t testing.TB, user string, manifests ...
 			t.Cleanup(func() { _ = e.Client.Delete(context.Background(), obj) })
 		}
 	}
-	cfg, err := e.UserConfig(user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
-// ShippedClusterRole reads the ClusterRole that opens manifests/name.
-func ShippedClusterRole(t testing.TB, name string) *rbacv1.ClusterRole {
-	t.Helper()
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "manifests", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var role rbacv1.ClusterRole
-	if err := yaml.UnmarshalStrict(bytes.Split(data, []byte("\n---\n"))[0], &role); err != nil || role.Kind != "ClusterRole" {
-		t.Fatalf("manifests/%s must start with a ClusterRole (%v)", name, err)
-	}
-	return &role
+	return e.UserConfig(t, user)
 }

@@ -8,16 +8,18 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/svcguard/svcguard/pkg/fixtures"
 )
 
 func TestAuditFindingsUseTheGuardsRules(t *testing.T) {
 	v, tr := newIndexerView()
 	for _, s := range []*corev1.Service{
-		service("a", "ok", port("http", 80, 31000)),
-		service("a", "reserved", port("http", 80, 30105)),
-		service("a", "outside", port("http", 80, 29999)),
-		service("b", "db", annotate(PinAnnotation, "pg=31500"), port("pg", 5432, 31501)),
-		service("c", "squatter", port("http", 80, 30445)),
+		fixtures.Service("a", "ok", fixtures.Port("http", 80, 31000)),
+		fixtures.Service("a", "reserved", fixtures.Port("http", 80, 30105)),
+		fixtures.Service("a", "outside", fixtures.Port("http", 80, 29999)),
+		fixtures.Service("b", "db", fixtures.Annotation(PinAnnotation, "pg=31500"), fixtures.Port("pg", 5432, 31501)),
+		fixtures.Service("c", "squatter", fixtures.Port("http", 80, 30445)),
 	} {
 		add(t, v.services, tr.service, s)
 	}
@@ -39,14 +41,14 @@ func TestAuditFindingsUseTheGuardsRules(t *testing.T) {
 func TestAuditReportsPinConflicts(t *testing.T) {
 	v, tr := newIndexerView()
 	for _, s := range []*corev1.Service{
-		service("default", "pinned", port("http", 80, 30446)),
-		clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
-		service("b", "holder", annotate(PinAnnotation, "web=31500"), port("web", 80, 31500)),
-		service("c", "late", annotate(PinAnnotation, "http=31500"), port("http", 80, 31600)),
-		clusterIP("d", "x", annotate(PinAnnotation, "http=31700")),
-		clusterIP("e", "y", annotate(PinAnnotation, "http=31700")),
-		service("f", "squat", port("http", 80, 31700)),
-		service("g", "dangling", annotate(PinAnnotation, "metrics=31800"), port("http", 80, 31900)),
+		fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30446)),
+		clusterIP("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446")),
+		fixtures.Service("b", "holder", fixtures.Annotation(PinAnnotation, "web=31500"), fixtures.Port("web", 80, 31500)),
+		fixtures.Service("c", "late", fixtures.Annotation(PinAnnotation, "http=31500"), fixtures.Port("http", 80, 31600)),
+		clusterIP("d", "x", fixtures.Annotation(PinAnnotation, "http=31700")),
+		clusterIP("e", "y", fixtures.Annotation(PinAnnotation, "http=31700")),
+		fixtures.Service("f", "squat", fixtures.Port("http", 80, 31700)),
+		fixtures.Service("g", "dangling", fixtures.Annotation(PinAnnotation, "metrics=31800"), fixtures.Port("http", 80, 31900)),
 	} {
 		add(t, v.services, tr.service, s)
 	}

@@ -8,11 +8,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/svcguard/svcguard/pkg/benchtest"
 	"github.com/svcguard/svcguard/pkg/slim"
+
+	"github.com/svcguard/svcguard/pkg/fixtures"
 )
 
 // indexerView is a View over plain indexers filled through the real
@@ -38,26 +39,25 @@ type fakeInformer struct{ cache.Indexer }
 func (f fakeInformer) GetIndexer() cache.Indexer { return f.Indexer }
 func (f fakeInformer) HasSynced() bool           { return true }
 
-func syntheticPod(i int, hostPort int32) *corev1.Pod {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("team-%d", i%200), Name: fmt.Sprintf("app-%d-7f9c8d6b5-x%05d", i%1000, i),
-			Labels: map[string]string{"app": "web", "pod-template-hash": "7f9c8d6b5"}, UID: "0b5c6f1e-2d3a-4b7c-9e8f-0a1b2c3d4e5f"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1.2.3",
-			Ports: []corev1.ContainerPort{{ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
-			Env:   []corev1.EnvVar{{Name: "A", Value: "b"}}}}},
-	}
+// hostPortPod is fixtures.DeploymentPod(i) with a second container port
+// bound on the node at hostPort, unless hostPort is 0.
+func hostPortPod(i int, hostPort int32) *corev1.Pod {
+	p := fixtures.DeploymentPod(i)
 	if hostPort != 0 {
-		pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: 9100, HostPort: hostPort, Protocol: corev1.ProtocolTCP})
+		fixtures.ContainerPort(9100, hostPort)(p)
 	}
-	return pod
+	return p
 }
 
+// syntheticService is the i-th of many Services: two ports, one with a
+// nodePort, and 1% pinned by annotation.
 func syntheticService(i int) *corev1.Service {
-	svc := service(fmt.Sprintf("team-%d", i%200), fmt.Sprintf("svc-%d", i), port("http", 80, int32(30000+i%2700)), port("https", 443, 0))
+	nodePort := int32(30000 + i%2700)
+	opts := []fixtures.ServiceOption{fixtures.Port("http", 80, nodePort), fixtures.Port("https", 443, 0)}
 	if i%100 == 0 {
-		svc.Annotations = map[string]string{PinAnnotation: fmt.Sprintf("http=%d", 30000+i%2700)}
+		opts = append(opts, fixtures.Annotation(PinAnnotation, fmt.Sprintf("http=%d", nodePort)))
 	}
-	return svc
+	return fixtures.Service(fmt.Sprintf("team-%d", i%200), fmt.Sprintf("svc-%d", i), opts...)
 }
 
 func add(t testing.TB, idx cache.Indexer, transform cache.TransformFunc, obj any) {
@@ -68,10 +68,10 @@ func add(t testing.TB, idx cache.Indexer, transform cache.TransformFunc, obj any
 
 func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
 	v, tr := newIndexerView()
-	add(t, v.pods, tr.pod, syntheticPod(1, 31000))
-	add(t, v.pods, tr.pod, syntheticPod(2, 8080)) // a hostPort outside the range is not kept
-	add(t, v.pods, tr.pod, syntheticPod(3, 0))
-	pinned := service("b", "db", annotate(PinAnnotation, "pg=31500"), port("pg", 5432, 31500))
+	add(t, v.pods, tr.pod, hostPortPod(1, 31000))
+	add(t, v.pods, tr.pod, hostPortPod(2, 8080)) // a hostPort outside the range is not kept
+	add(t, v.pods, tr.pod, hostPortPod(3, 0))
+	pinned := fixtures.Service("b", "db", fixtures.Annotation(PinAnnotation, "pg=31500"), fixtures.Port("pg", 5432, 31500))
 	add(t, v.services, tr.service, pinned)
 	c := v.caches()
 
@@ -80,10 +80,10 @@ func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
 	assert.Empty(t, c.HostPortPods(8080, corev1.ProtocolTCP), "hostPorts outside the range are not cached")
 	assert.Equal(t, []PortRef{{Namespace: "b", Name: "db", Port: "pg"}}, c.AnnotationPins(31500))
 	assert.Equal(t, []PortRef{{Namespace: "b", Name: "db", Port: "pg"}}, c.Holders(31500), "the index knows who holds a nodePort")
-	add(t, v.services, tr.service, service("c", "unnamed", port("", 8080, 31600)))
+	add(t, v.services, tr.service, fixtures.Service("c", "unnamed", fixtures.Port("", 8080, 31600)))
 	assert.Equal(t, []PortRef{{Namespace: "c", Name: "unnamed", Port: "8080"}}, c.Holders(31600), "an unnamed port is named by its number")
 	assert.Empty(t, c.Holders(31501))
-	add(t, v.services, tr.service, service("d", "dangling", annotate(PinAnnotation, "metrics=31700,http=31701"), port("http", 80, 31000)))
+	add(t, v.services, tr.service, fixtures.Service("d", "dangling", fixtures.Annotation(PinAnnotation, "metrics=31700,http=31701"), fixtures.Port("http", 80, 31000)))
 	assert.Empty(t, c.AnnotationPins(31700), "a pin on a port the Service lacks pins nothing")
 	assert.Equal(t, []PortRef{{Namespace: "d", Name: "dangling", Port: "http"}}, c.AnnotationPins(31701))
 
@@ -91,7 +91,7 @@ func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
 	assert.Equal(t, &slimPod{Key: slim.Key{Namespace: "team-3", Name: "app-3-7f9c8d6b5-x00003"}}, kept, "a Pod keeps its key and nothing else")
 
 	// The guard judges through the cache view exactly as through any View.
-	v2 := testGuard().Judge(Review{New: service("x", "y", port("p", 1, 31500)), View: c})
+	v2 := testGuard().Judge(Review{New: fixtures.Service("x", "y", fixtures.Port("p", 1, 31500)), View: c})
 	assert.Contains(t, v2.Denials[0], "31500 is pinned to b/db:pg")
 
 	require.NoError(t, v.pods.Delete(kept))
@@ -112,7 +112,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 			if p%100 == 0 {
 				hostPort = int32(30000 + p%2700)
 			}
-			add(b, v.pods, tr.pod, syntheticPod(p, hostPort))
+			add(b, v.pods, tr.pod, hostPortPod(p, hostPort))
 		}
 		podHeap := benchtest.HeapAfterGC() - before
 		for s := 0; s < services; s++ {
@@ -131,13 +131,13 @@ func BenchmarkCacheMemory(b *testing.B) {
 func BenchmarkJudgeWithCaches(b *testing.B) {
 	v, tr := newIndexerView()
 	for p := 0; p < 100_000; p++ {
-		add(b, v.pods, tr.pod, syntheticPod(p, int32(30000+p%2700)))
+		add(b, v.pods, tr.pod, hostPortPod(p, int32(30000+p%2700)))
 	}
 	for s := 0; s < 10_000; s++ {
 		add(b, v.services, tr.service, syntheticService(s))
 	}
 	g, c := testGuard(), v.caches()
-	old, upd := gw(port("tcp", 443, 30445)), gw(port("tcp", 443, 30194))
+	old, upd := gw(fixtures.Port("tcp", 443, 30445)), gw(fixtures.Port("tcp", 443, 30194))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		g.Judge(Review{Old: old, New: upd, View: c})

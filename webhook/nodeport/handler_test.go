@@ -9,9 +9,10 @@ import (
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/svcguard/svcguard/pkg/admissiontest"
+
+	"github.com/svcguard/svcguard/pkg/fixtures"
 )
 
 func serviceRequest(op admissionv1.Operation, old, svc *corev1.Service) admissiontest.Request {
@@ -35,7 +36,7 @@ func TestHandler(t *testing.T) {
 	}{
 		{
 			name:        "update moving a correctly allocated nodePort is denied and counted",
-			request:     serviceRequest(admissionv1.Update, gw(port("tcp", 443, 30445)), gw(port("tcp", 443, 30194))),
+			request:     serviceRequest(admissionv1.Update, gw(fixtures.Port("tcp", 443, 30445)), gw(fixtures.Port("tcp", 443, 30194))),
 			wantCode:    http.StatusForbidden,
 			wantMessage: "30445 is correctly allocated",
 			wantCounted: true,
@@ -43,7 +44,7 @@ func TestHandler(t *testing.T) {
 		{
 			name: "a dry run is denied the same but not counted",
 			request: func() admissiontest.Request {
-				r := serviceRequest(admissionv1.Update, gw(port("tcp", 443, 30445)), gw(port("tcp", 443, 30194)))
+				r := serviceRequest(admissionv1.Update, gw(fixtures.Port("tcp", 443, 30445)), gw(fixtures.Port("tcp", 443, 30194)))
 				r.DryRun = true
 				return r
 			}(),
@@ -52,25 +53,25 @@ func TestHandler(t *testing.T) {
 		},
 		{
 			name:        "create claiming a pinned nodePort is denied, not counted as a reassignment",
-			request:     serviceRequest(admissionv1.Create, nil, service("x", "y", port("http", 80, 30445))),
+			request:     serviceRequest(admissionv1.Create, nil, fixtures.Service("x", "y", fixtures.Port("http", 80, 30445))),
 			wantCode:    http.StatusForbidden,
 			wantMessage: "30445 is pinned to istio-ingress/istio-ingressgateway:tcp",
 		},
 		{
 			name:        "allowed repair carries its warning",
-			request:     serviceRequest(admissionv1.Update, service("a", "web", port("http", 80, 30105)), service("a", "web", port("http", 80, 31001))),
+			request:     serviceRequest(admissionv1.Update, fixtures.Service("a", "web", fixtures.Port("http", 80, 30105)), fixtures.Service("a", "web", fixtures.Port("http", 80, 31001))),
 			wantAllowed: true,
 			wantWarning: "30105 was reserved",
 		},
 		{
 			name:        "delete is not judged",
-			request:     serviceRequest(admissionv1.Delete, nil, gw(port("tcp", 443, 30445))),
+			request:     serviceRequest(admissionv1.Delete, nil, gw(fixtures.Port("tcp", 443, 30445))),
 			wantAllowed: true,
 		},
 		{
 			name: "a request for another kind is refused with 400",
 			request: admissiontest.Request{Kind: admissiontest.PodKind, Resource: admissiontest.PodResource,
-				Object: &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}}},
+				Object: fixtures.Pod("", "")},
 			wantCode: http.StatusBadRequest, wantMessage: "only handles Services",
 		},
 		{
@@ -100,7 +101,7 @@ func TestHandler(t *testing.T) {
 }
 
 func TestHandlerCountsDecisionsMadeWithoutSyncedCaches(t *testing.T) {
-	move := serviceRequest(admissionv1.Update, gw(port("tcp", 443, 30445)), gw(port("tcp", 443, 30194)))
+	move := serviceRequest(admissionv1.Update, gw(fixtures.Port("tcp", 443, 30445)), gw(fixtures.Port("tcp", 443, 30194)))
 	for _, tc := range []struct {
 		name         string
 		view         fakeView

@@ -7,8 +7,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/svcguard/svcguard/pkg/fixtures"
 )
 
 // fakeView is an in-memory View: the rules are pure, so their tests need no cache.
@@ -39,221 +40,208 @@ func testGuard() *Guard {
 	return g
 }
 
-type svcOpt func(*corev1.Service)
-
-func service(ns, name string, opts ...svcOpt) *corev1.Service {
-	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort}}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+// gw is the incident's gateway, istio-ingress/istio-ingressgateway.
+func gw(opts ...fixtures.ServiceOption) *corev1.Service {
+	return fixtures.Service("istio-ingress", "istio-ingressgateway", opts...)
 }
 
-func port(name string, number, nodePort int32) svcOpt {
-	return func(s *corev1.Service) {
-		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: name, Port: number, Protocol: corev1.ProtocolTCP, NodePort: nodePort})
-	}
+// judgeCase is one row of the Judge tables: a Service CREATE (old nil) or
+// UPDATE by user, judged by testGuard (with the pin annotation restricted
+// or not) against view.
+type judgeCase struct {
+	name     string
+	restrict bool
+	old, new *corev1.Service
+	user     string
+	groups   []string
+	view     fakeView
+	// wantDenial is a substring of the denial; empty: allowed.
+	wantDenial string
+	// wantWarning is a substring of one warning; empty: no warning expected.
+	wantWarning      string
+	wantReassignment bool
 }
 
-func annotate(k, v string) svcOpt {
-	return func(s *corev1.Service) {
-		if s.Annotations == nil {
-			s.Annotations = map[string]string{}
-		}
-		s.Annotations[k] = v
+func runJudgeCases(t *testing.T, tests []judgeCase) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := testGuard()
+			g.RestrictPinAnnotation = tc.restrict
+			v := g.Judge(Review{Old: tc.old, New: tc.new, User: tc.user, Groups: tc.groups, View: tc.view})
+			assertVerdict(t, v, tc.wantDenial, tc.wantWarning, tc.wantReassignment)
+		})
 	}
-}
-
-func typ(t corev1.ServiceType) svcOpt { return func(s *corev1.Service) { s.Spec.Type = t } }
-
-func gw(opts ...svcOpt) *corev1.Service {
-	return service("istio-ingress", "istio-ingressgateway", opts...)
 }
 
 func TestJudge(t *testing.T) {
-	tests := []struct {
-		name     string
-		old, new *corev1.Service
-		user     string
-		groups   []string
-		view     fakeView
-		// wantDenial is a substring of the denial; empty: allowed.
-		wantDenial string
-		// wantWarning is a substring of one warning; empty: no warning expected.
-		wantWarning      string
-		wantReassignment bool
-	}{
+	tests := []judgeCase{
 		{
 			name: "incident: moving a flag-pinned, correctly allocated nodePort is denied with the full explanation",
-			old:  gw(port("tcp", 443, 30445)), new: gw(port("tcp", 443, 30194)),
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Port("tcp", 443, 30194)),
 			wantDenial: `istio-ingress/istio-ingressgateway: port "tcp" nodePort 30445 -> 30194 denied: 30445 is correctly allocated ` +
 				`(in range 30000-32767, not reserved, pinned to this port, no hostPort); set annotation svcguard.io/allow-node-port-reassignment=true to force`,
 			wantReassignment: true,
 		},
 		{
 			name: "moving an unpinned, correctly allocated nodePort is denied",
-			old:  service("a", "web", port("http", 80, 31000)), new: service("a", "web", port("http", 80, 31001)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 31000)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
 			wantDenial:       "31000 is correctly allocated (in range 30000-32767, not reserved, not pinned elsewhere, no hostPort)",
 			wantReassignment: true,
 		},
 		{
 			name: "rule 1: a nodePort outside the range may be moved, with a warning",
-			old:  service("a", "web", port("http", 80, 29999)), new: service("a", "web", port("http", 80, 31001)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 29999)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
 			wantWarning: "29999 -> 31001 allowed: 29999 was outside range 30000-32767",
 		},
 		{
 			name: "rule 2: a reserved nodePort may be moved, with a warning",
-			old:  service("a", "web", port("http", 80, 30105)), new: service("a", "web", port("http", 80, 31001)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 30105)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
 			wantWarning: "30105 -> 31001 allowed: 30105 was reserved",
 		},
 		{
 			name: "rule 3: a nodePort pinned by flag to another Service may be moved off it",
-			old:  service("a", "web", port("http", 80, 30445)), new: service("a", "web", port("http", 80, 31001)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 30445)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
 			wantWarning: "30445 was pinned to istio-ingress/istio-ingressgateway:tcp",
 		},
 		{
 			name: "rule 3: a nodePort pinned by another Service's annotation may be moved off it",
-			old:  service("a", "web", port("http", 80, 31500)), new: service("a", "web", port("http", 80, 31001)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 31500)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
 			view:        fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
 			wantWarning: "31500 was pinned to b/db:pg",
 		},
 		{
 			name:        "rule 3: a nodePort pinned to another port of the same Service may be moved off it",
-			old:         service("a", "web", annotate(PinAnnotation, "https=31500"), port("http", 80, 31500), port("https", 443, 31600)),
-			new:         service("a", "web", annotate(PinAnnotation, "https=31500"), port("http", 80, 31001), port("https", 443, 31600)),
+			old:         fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "https=31500"), fixtures.Port("http", 80, 31500), fixtures.Port("https", 443, 31600)),
+			new:         fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "https=31500"), fixtures.Port("http", 80, 31001), fixtures.Port("https", 443, 31600)),
 			wantWarning: "31500 was pinned to a/web:https",
 		},
 		{
 			name: "rule 4: a nodePort that differs from its own pin may be moved",
-			old:  gw(port("tcp", 443, 30500)), new: gw(port("tcp", 443, 30445)),
+			old:  gw(fixtures.Port("tcp", 443, 30500)), new: gw(fixtures.Port("tcp", 443, 30445)),
 			wantWarning: "30500 was not this port's pin 30445",
 		},
 		{
 			name:       "rule 4: a pin by annotation protects the pinned nodePort",
-			old:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
-			new:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31001)),
+			old:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31001)),
 			wantDenial: "31000 is correctly allocated (in range 30000-32767, not reserved, pinned to this port, no hostPort)", wantReassignment: true,
 		},
 		{
 			name: "rule 5: a nodePort used as a Pod's hostPort may be moved off it",
-			old:  service("a", "web", port("http", 80, 31000)), new: service("a", "web", port("http", 80, 31001)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 31000)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
 			view:        fakeView{hostPorts: map[int32][]string{31000: {"kube-system/agent-x"}}},
 			wantWarning: "31000 was hostPort of Pod kube-system/agent-x",
 		},
 		{
 			name: "caches not synced: judged without hostPorts and annotation pins, and says so",
-			old:  service("a", "web", port("http", 80, 31000)), new: service("a", "web", port("http", 80, 31001)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 31000)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
 			view:       fakeView{unsynced: true, hostPorts: map[int32][]string{31000: {"kube-system/agent-x"}}},
 			wantDenial: "(in range 30000-32767, not reserved, not pinned elsewhere, hostPorts not checked yet)", wantReassignment: true,
 			wantWarning: "caches not synced: judged by range, reserved ports and pins only",
 		},
 		{
 			name: "renaming the only port is matched and its re-allocated nodePort denied",
-			old:  gw(port("tcp", 443, 30445)), new: gw(port("https", 443, 31301)),
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Port("https", 443, 31301)),
 			wantDenial: `port "https" nodePort 30445 -> 31301 denied`, wantReassignment: true,
 		},
 		{
 			name: "ports are matched by name before (port, protocol)",
-			old:  service("a", "web", port("http", 80, 31000), port("https", 443, 31443)),
-			new:  service("a", "web", port("https", 80, 31443), port("http", 443, 31000)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 31000), fixtures.Port("https", 443, 31443)),
+			new:  fixtures.Service("a", "web", fixtures.Port("https", 80, 31443), fixtures.Port("http", 443, 31000)),
 		},
 		{
 			name:       "unnamed-by-match ports fall back to (port, protocol)",
-			old:        service("a", "web", port("a", 80, 31000), port("b", 443, 31443)),
-			new:        service("a", "web", port("c", 80, 31002), port("b", 443, 31443)),
+			old:        fixtures.Service("a", "web", fixtures.Port("a", 80, 31000), fixtures.Port("b", 443, 31443)),
+			new:        fixtures.Service("a", "web", fixtures.Port("c", 80, 31002), fixtures.Port("b", 443, 31443)),
 			wantDenial: `port "c" nodePort 31000 -> 31002 denied`, wantReassignment: true,
 		},
 		{
 			name:       "create: claiming a nodePort pinned to another Service is denied",
-			new:        service("other", "svc", port("http", 80, 30445)),
+			new:        fixtures.Service("other", "svc", fixtures.Port("http", 80, 30445)),
 			wantDenial: `other/svc: port "http" nodePort 30445 denied: 30445 is pinned to istio-ingress/istio-ingressgateway:tcp`,
 		},
 		{
 			name:       "create: claiming a reserved nodePort is denied",
-			new:        service("other", "svc", port("http", 80, 30101)),
+			new:        fixtures.Service("other", "svc", fixtures.Port("http", 80, 30101)),
 			wantDenial: "30101 is reserved",
 		},
 		{
 			name:       "create: claiming a nodePort pinned by another Service's annotation is denied",
-			new:        service("other", "svc", port("http", 80, 31500)),
+			new:        fixtures.Service("other", "svc", fixtures.Port("http", 80, 31500)),
 			view:       fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
 			wantDenial: "31500 is pinned to b/db:pg",
 		},
 		{
 			name: "create: the pinned owner may claim its own pin",
-			new:  gw(port("tcp", 443, 30445)),
+			new:  gw(fixtures.Port("tcp", 443, 30445)),
 		},
 		{
 			name:       "update: a new port claiming a reserved nodePort is denied",
-			old:        service("a", "web", port("http", 80, 31000)),
-			new:        service("a", "web", port("http", 80, 31000), port("metrics", 9090, 30102)),
+			old:        fixtures.Service("a", "web", fixtures.Port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Port("http", 80, 31000), fixtures.Port("metrics", 9090, 30102)),
 			wantDenial: `port "metrics" nodePort 30102 denied: 30102 is reserved`,
 		},
 		{
 			name: "a reassignment onto a pinned nodePort is denied for the target too",
-			old:  service("a", "web", port("http", 80, 30105)), new: service("a", "web", port("http", 80, 30445)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 30105)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 30445)),
 			wantDenial: "30445 is pinned to istio-ingress/istio-ingressgateway:tcp", wantWarning: "30105 was reserved",
 		},
 		{
 			name: "escape hatch: the allow annotation forces a reassignment, with a warning",
-			old:  gw(port("tcp", 443, 30445)), new: gw(annotate(AllowAnnotation, "true"), port("tcp", 443, 30194)),
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Annotation(AllowAnnotation, "true"), fixtures.Port("tcp", 443, 30194)),
 			wantWarning: `svcguard: forced by annotation svcguard.io/allow-node-port-reassignment: port "tcp" nodePort 30445 -> 30194`,
 		},
 		{
 			name: "escape hatch: a node-port admin user forces a reassignment, with a warning",
-			old:  gw(port("tcp", 443, 30445)), new: gw(port("tcp", 443, 30194)), user: "platform-admin",
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Port("tcp", 443, 30194)), user: "platform-admin",
 			wantWarning: "forced by node-port admin user platform-admin",
 		},
 		{
 			name: "escape hatch: a node-port admin group forces a claim, with a warning",
-			new:  service("other", "svc", port("http", 80, 30445)), user: "bob", groups: []string{"dev", "platform"},
+			new:  fixtures.Service("other", "svc", fixtures.Port("http", 80, 30445)), user: "bob", groups: []string{"dev", "platform"},
 			wantWarning: "forced by node-port admin group platform",
 		},
 		{
 			name: "the allow annotation with any value but true forces nothing",
-			old:  gw(port("tcp", 443, 30445)), new: gw(annotate(AllowAnnotation, "yes"), port("tcp", 443, 30194)),
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Annotation(AllowAnnotation, "yes"), fixtures.Port("tcp", 443, 30194)),
 			wantDenial: "30445 is correctly allocated", wantReassignment: true,
 		},
 		{
 			name: "not a reassignment: changing the type to ClusterIP releases the nodePorts",
-			old:  gw(port("tcp", 443, 30445)), new: gw(typ(corev1.ServiceTypeClusterIP), port("tcp", 443, 0)),
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("tcp", 443, 0)),
 			wantWarning: "istio-ingress/istio-ingressgateway releases nodePort 30445",
 		},
 		{
 			name: "not a reassignment: changing the type to ExternalName releases the nodePorts",
-			old:  gw(port("tcp", 443, 30445), port("http", 80, 30080)), new: gw(typ(corev1.ServiceTypeExternalName)),
+			old:  gw(fixtures.Port("tcp", 443, 30445), fixtures.Port("http", 80, 30080)), new: gw(fixtures.Type(corev1.ServiceTypeExternalName)),
 			wantWarning: "releases nodePort 30445, 30080",
 		},
 		{
 			name:        "not a reassignment: removing a port releases its nodePort",
-			old:         service("a", "web", port("http", 80, 31000), port("https", 443, 31443)),
-			new:         service("a", "web", port("http", 80, 31000)),
+			old:         fixtures.Service("a", "web", fixtures.Port("http", 80, 31000), fixtures.Port("https", 443, 31443)),
+			new:         fixtures.Service("a", "web", fixtures.Port("http", 80, 31000)),
 			wantWarning: "a/web releases nodePort 31443",
 		},
 		{
 			name: "not a reassignment: a LoadBalancer that stops allocating nodePorts releases them",
-			old:  service("a", "lb", typ(corev1.ServiceTypeLoadBalancer), port("http", 80, 31000)),
-			new: service("a", "lb", typ(corev1.ServiceTypeLoadBalancer), port("http", 80, 0),
-				func(s *corev1.Service) { s.Spec.AllocateLoadBalancerNodePorts = ptr.To(false) }),
+			old:  fixtures.Service("a", "lb", fixtures.Type(corev1.ServiceTypeLoadBalancer), fixtures.Port("http", 80, 31000)),
+			new: fixtures.Service("a", "lb", fixtures.Type(corev1.ServiceTypeLoadBalancer), fixtures.Port("http", 80, 0),
+				fixtures.ServiceFunc(func(s *corev1.Service) { s.Spec.AllocateLoadBalancerNodePorts = ptr.To(false) })),
 			wantWarning: "a/lb releases nodePort 31000",
 		},
 		{
 			name: "an update that keeps every nodePort is allowed silently",
-			old:  gw(port("tcp", 443, 30445)), new: gw(annotate("owner", "x"), port("tcp", 443, 30445)),
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Annotation("owner", "x"), fixtures.Port("tcp", 443, 30445)),
 		},
 		{
 			name:       "ClusterIP to NodePort: the new nodePorts are judged as claims",
-			old:        service("a", "web", typ(corev1.ServiceTypeClusterIP), port("http", 80, 0)),
-			new:        service("a", "web", port("http", 80, 30445)),
+			old:        fixtures.Service("a", "web", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0)),
+			new:        fixtures.Service("a", "web", fixtures.Port("http", 80, 30445)),
 			wantDenial: "30445 is pinned to istio-ingress/istio-ingressgateway:tcp",
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			v := testGuard().Judge(Review{Old: tc.old, New: tc.new, User: tc.user, Groups: tc.groups, View: tc.view})
-			assertVerdict(t, v, tc.wantDenial, tc.wantWarning, tc.wantReassignment)
-		})
-	}
+	runJudgeCases(t, tests)
 }
 
 // assertVerdict checks a verdict: wantDenial is a substring of a denial
@@ -287,8 +275,8 @@ var (
 )
 
 // clusterIP is a tenant's ClusterIP Service with one port "http" (no nodePort).
-func clusterIP(ns, name string, opts ...svcOpt) *corev1.Service {
-	return service(ns, name, append([]svcOpt{typ(corev1.ServiceTypeClusterIP), port("http", 80, 0)}, opts...)...)
+func clusterIP(ns, name string, opts ...fixtures.ServiceOption) *corev1.Service {
+	return fixtures.Service(ns, name, append([]fixtures.ServiceOption{fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0)}, opts...)...)
 }
 
 // TestJudgeAnnotationPins proves the authority model at admission: an
@@ -297,208 +285,189 @@ func TestJudgeAnnotationPins(t *testing.T) {
 	const howToFix = "; pin a nodePort that is in range, not reserved, not pinned and not held by another Service, or ask a node-port admin (--node-port-admins)"
 	const restricted = "annotation svcguard.io/pinned-node-ports denied: on this cluster only node-port admins (--node-port-admins) " +
 		"may add, change or remove it (--restrict-pin-annotation); ask one to set the pin, or leave the annotation as it was"
-	tests := []struct {
-		name     string
-		restrict bool
-		old, new *corev1.Service
-		user     string
-		groups   []string
-		view     fakeView
-		// wantDenial is a substring of the denial; empty: allowed.
-		wantDenial string
-		// wantWarning is a substring of one warning; empty: no warning expected.
-		wantWarning      string
-		wantReassignment bool
-	}{
+	tests := []judgeCase{
 		{
 			name:       "issue #10: a tenant's ClusterIP Service pinning a flag-pinned nodePort by annotation is denied, naming the holder",
-			new:        clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			new:        clusterIP("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446")),
 			wantDenial: "tenant/squatter: annotation svcguard.io/pinned-node-ports pin http=30446 denied: 30446 is pinned to default/pinned:http by --pinned-node-ports" + howToFix,
 		},
 		{
 			name:       "the flag pin's owner that holds its nodePort is named once",
-			new:        clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			new:        clusterIP("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446")),
 			view:       fakeView{holders: map[int32][]PortRef{30446: {pinnedOwner}}},
 			wantDenial: "pin http=30446 denied: 30446 is pinned to default/pinned:http by --pinned-node-ports" + howToFix,
 		},
 		{
 			name:       "the allow annotation does not force a pin claim: anyone who may edit the Service may set it",
-			new:        clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446"), annotate(AllowAnnotation, "true")),
+			new:        clusterIP("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446"), fixtures.Annotation(AllowAnnotation, "true")),
 			wantDenial: "30446 is pinned to default/pinned:http by --pinned-node-ports",
 		},
 		{
 			name:        "a node-port admin forces a pin claim, with a warning",
-			new:         clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			new:         clusterIP("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446")),
 			user:        "platform-admin",
 			wantWarning: "svcguard: forced by node-port admin user platform-admin: pin http=30446",
 		},
 		{
 			name:       "an annotation pin on a port the Service lacks is denied",
-			new:        service("a", "web", annotate(PinAnnotation, "metrics=31001"), port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "metrics=31001"), fixtures.Port("http", 80, 31000)),
 			wantDenial: "a/web: annotation svcguard.io/pinned-node-ports pin metrics=31001 denied: the Service has no port metrics (its ports: http); pin only this Service's ports, by name (by number if unnamed), or remove the pin",
 		},
 		{
 			name: "an unnamed port is pinned by its number",
-			new:  service("a", "web", annotate(PinAnnotation, "80=31000"), port("", 80, 31000)),
+			new:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "80=31000"), fixtures.Port("", 80, 31000)),
 		},
 		{
 			name:       "claim of an out-of-range nodePort is denied",
-			new:        clusterIP("a", "web", annotate(PinAnnotation, "http=29000")),
+			new:        clusterIP("a", "web", fixtures.Annotation(PinAnnotation, "http=29000")),
 			wantDenial: "a/web: annotation svcguard.io/pinned-node-ports pin http=29000 denied: 29000 is outside range 30000-32767" + howToFix,
 		},
 		{
 			name:       "claim of a reserved nodePort is denied",
-			new:        clusterIP("a", "web", annotate(PinAnnotation, "http=30105")),
+			new:        clusterIP("a", "web", fixtures.Annotation(PinAnnotation, "http=30105")),
 			wantDenial: "pin http=30105 denied: 30105 is reserved" + howToFix,
 		},
 		{
 			name:       "an annotation cannot re-pin a flag-pinned port elsewhere",
-			old:        gw(port("tcp", 443, 30445)),
-			new:        gw(annotate(PinAnnotation, "tcp=30500"), port("tcp", 443, 30445)),
+			old:        gw(fixtures.Port("tcp", 443, 30445)),
+			new:        gw(fixtures.Annotation(PinAnnotation, "tcp=30500"), fixtures.Port("tcp", 443, 30445)),
 			wantDenial: "pin tcp=30500 denied: port tcp is pinned to 30445 by --pinned-node-ports, which an annotation cannot change",
 		},
 		{
 			name: "a flag-pinned port may repeat its flag pin in its annotation",
-			old:  gw(port("tcp", 443, 30445)),
-			new:  gw(annotate(PinAnnotation, "tcp=30445"), port("tcp", 443, 30445)),
+			old:  gw(fixtures.Port("tcp", 443, 30445)),
+			new:  gw(fixtures.Annotation(PinAnnotation, "tcp=30445"), fixtures.Port("tcp", 443, 30445)),
 		},
 		{
 			name:       "claim of a nodePort another Service holds is denied, naming the holder",
-			new:        clusterIP("tenant", "grabber", annotate(PinAnnotation, "http=31446")),
+			new:        clusterIP("tenant", "grabber", fixtures.Annotation(PinAnnotation, "http=31446")),
 			view:       fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
 			wantDenial: "tenant/grabber: annotation svcguard.io/pinned-node-ports pin http=31446 denied: 31446 is held by b/holder:web" + howToFix,
 		},
 		{
 			name:       "claim of a nodePort another Service pins by annotation is denied, naming that pin",
-			new:        clusterIP("tenant", "second", annotate(PinAnnotation, "http=31447")),
+			new:        clusterIP("tenant", "second", fixtures.Annotation(PinAnnotation, "http=31447")),
 			view:       fakeView{pins: map[int32][]PortRef{31447: {firstPin}}},
 			wantDenial: "tenant/second: annotation svcguard.io/pinned-node-ports pin http=31447 denied: 31447 is pinned to b/first:http by annotation" + howToFix,
 		},
 		{
 			name: "a pin on a free nodePort is admitted",
-			new:  service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			new:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
 		},
 		{
 			name: "the cache's stale copy of the same Service does not count against its own pin",
-			old:  service("a", "web", port("http", 80, 31000)),
-			new:  service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 31000)),
+			new:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
 			view: fakeView{holders: map[int32][]PortRef{31000: {{Namespace: "a", Name: "web", Port: "http"}}}},
 		},
 		{
 			name: "unchanged pins on UPDATE are not judged again as claims",
-			old:  service("a", "web", annotate(PinAnnotation, "http=31446"), port("http", 80, 31000)),
-			new:  service("a", "web", annotate(PinAnnotation, "http=31446"), annotate("owner", "x"), port("http", 80, 31000)),
+			old:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31446"), fixtures.Port("http", 80, 31000)),
+			new:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31446"), fixtures.Annotation("owner", "x"), fixtures.Port("http", 80, 31000)),
 			view: fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
 		},
 		{
 			name:       "a changed pin on UPDATE is judged as a claim",
-			old:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
-			new:        service("a", "web", annotate(PinAnnotation, "http=31446"), port("http", 80, 31000)),
+			old:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31446"), fixtures.Port("http", 80, 31000)),
 			view:       fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
 			wantDenial: "pin http=31446 denied: 31446 is held by b/holder:web",
 		},
 		{
 			name:        "removing a pinned port without its pin is denied",
-			old:         service("a", "web", annotate(PinAnnotation, "https=31443"), port("http", 80, 31000), port("https", 443, 31443)),
-			new:         service("a", "web", annotate(PinAnnotation, "https=31443"), port("http", 80, 31000)),
+			old:         fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "https=31443"), fixtures.Port("http", 80, 31000), fixtures.Port("https", 443, 31443)),
+			new:         fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "https=31443"), fixtures.Port("http", 80, 31000)),
 			wantDenial:  "pin https=31443 denied: the Service has no port https (its ports: http)",
 			wantWarning: "a/web releases nodePort 31443",
 		},
 		{
 			name: "a pin that named no port before pins nothing and is left alone",
-			old:  service("a", "web", annotate(PinAnnotation, "metrics=31001"), port("http", 80, 31000)),
-			new:  service("a", "web", annotate(PinAnnotation, "metrics=31001"), annotate("owner", "x"), port("http", 80, 31000)),
+			old:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "metrics=31001"), fixtures.Port("http", 80, 31000)),
+			new:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "metrics=31001"), fixtures.Annotation("owner", "x"), fixtures.Port("http", 80, 31000)),
 		},
 		{
 			name:             "a pre-existing annotation pin on a flag-pinned nodePort does not let its owner move it",
-			old:              service("default", "pinned", port("http", 80, 30446)),
-			new:              service("default", "pinned", port("http", 80, 30500)),
+			old:              fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30446)),
+			new:              fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30500)),
 			view:             fakeView{pins: map[int32][]PortRef{30446: {tenantSquatter}}},
 			wantDenial:       `default/pinned: port "http" nodePort 30446 -> 30500 denied: 30446 is correctly allocated (in range 30000-32767, not reserved, pinned to this port, no hostPort)`,
 			wantReassignment: true,
 		},
 		{
 			name: "a malformed pin annotation is denied with the expected syntax",
-			new:  service("a", "web", annotate(PinAnnotation, "http=abc"), port("http", 80, 31000)),
+			new:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=abc"), fixtures.Port("http", 80, 31000)),
 			wantDenial: `a/web: annotation svcguard.io/pinned-node-ports is malformed: item 1: the nodePort is not a port from 1 to 65535; ` +
 				`write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...] (PORTNAME: a port's name, or its number if unnamed)`,
 		},
 		{
 			name:       "a pin annotation without '=' is malformed",
-			new:        service("a", "web", annotate(PinAnnotation, "http:31000"), port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http:31000"), fixtures.Port("http", 80, 31000)),
 			wantDenial: `item 1 is not PORTNAME=NODEPORT; write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
 		},
 		{
 			name:       "a pin annotation that pins one port twice is malformed",
-			new:        service("a", "web", annotate(PinAnnotation, "http=31000,http=31001"), port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000,http=31001"), fixtures.Port("http", 80, 31000)),
 			wantDenial: `is malformed: item 2 pins port http again (31001, after 31000); write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
 		},
 		{
 			name:       "restricted: a non-admin adding the pin annotation is denied, saying who may",
 			restrict:   true,
-			new:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
 			user:       "dev",
 			wantDenial: "a/web: " + restricted,
 		},
 		{
 			name:       "restricted: a non-admin changing the pin annotation is denied",
 			restrict:   true,
-			old:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
-			new:        service("a", "web", annotate(PinAnnotation, "http=31001"), port("http", 80, 31000)),
+			old:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31001"), fixtures.Port("http", 80, 31000)),
 			user:       "dev",
 			wantDenial: restricted,
 		},
 		{
 			name:       "restricted: a non-admin removing the pin annotation is denied",
 			restrict:   true,
-			old:        service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
-			new:        service("a", "web", port("http", 80, 31000)),
+			old:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Port("http", 80, 31000)),
 			user:       "dev",
 			wantDenial: restricted,
 		},
 		{
 			name:       "restricted: the allow annotation does not lift the restriction",
 			restrict:   true,
-			new:        service("a", "web", annotate(PinAnnotation, "http=31000"), annotate(AllowAnnotation, "true"), port("http", 80, 31000)),
+			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Annotation(AllowAnnotation, "true"), fixtures.Port("http", 80, 31000)),
 			user:       "dev",
 			wantDenial: restricted,
 		},
 		{
 			name:     "restricted: a non-admin's change that keeps the pin annotation is allowed",
 			restrict: true,
-			old:      service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
-			new:      service("a", "web", annotate(PinAnnotation, "http=31000"), annotate("owner", "x"), port("http", 80, 31000)),
+			old:      fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
+			new:      fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Annotation("owner", "x"), fixtures.Port("http", 80, 31000)),
 			user:     "dev",
 		},
 		{
 			name:     "restricted: respelling the annotation to the same pins is no change",
 			restrict: true,
-			old:      service("a", "web", annotate(PinAnnotation, "http=31000,https=31443"), port("http", 80, 31000), port("https", 443, 31443)),
-			new:      service("a", "web", annotate(PinAnnotation, " https = 31443, http=31000"), port("http", 80, 31000), port("https", 443, 31443)),
+			old:      fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000,https=31443"), fixtures.Port("http", 80, 31000), fixtures.Port("https", 443, 31443)),
+			new:      fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, " https = 31443, http=31000"), fixtures.Port("http", 80, 31000), fixtures.Port("https", 443, 31443)),
 			user:     "dev",
 		},
 		{
 			name:     "restricted: a node-port admin group may add the pin annotation",
 			restrict: true,
-			new:      service("a", "web", annotate(PinAnnotation, "http=31000"), port("http", 80, 31000)),
+			new:      fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000"), fixtures.Port("http", 80, 31000)),
 			user:     "bob", groups: []string{"platform"},
 		},
 		{
 			name:        "restricted: an admin's pin is still a claim, forced with a warning",
 			restrict:    true,
-			new:         clusterIP("tenant", "squatter", annotate(PinAnnotation, "http=30446")),
+			new:         clusterIP("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446")),
 			user:        "platform-admin",
 			wantWarning: "forced by node-port admin user platform-admin: pin http=30446",
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			g := testGuard()
-			g.RestrictPinAnnotation = tc.restrict
-			v := g.Judge(Review{Old: tc.old, New: tc.new, User: tc.user, Groups: tc.groups, View: tc.view})
-			assertVerdict(t, v, tc.wantDenial, tc.wantWarning, tc.wantReassignment)
-		})
-	}
+	runJudgeCases(t, tests)
 }
 
 // TestAssessPinAuthority proves how conflicting pins settle (resolvePins):
@@ -516,54 +485,54 @@ func TestAssessPinAuthority(t *testing.T) {
 	}{
 		{
 			name:     "a flag pin outranks another Service's annotation pin on the same nodePort",
-			svc:      service("default", "pinned", port("http", 80, 30446)),
+			svc:      fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30446)),
 			view:     fakeView{pins: map[int32][]PortRef{30446: {tenantSquatter}}},
 			wantHeld: "pinned to this port",
 		},
 		{
 			name: "several pre-existing annotation pins on a flag-pinned nodePort still do not weaken it",
-			svc:  service("default", "pinned", port("http", 80, 30446)),
+			svc:  fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30446)),
 			view: fakeView{pins: map[int32][]PortRef{30446: {tenantSquatter, firstPin}},
 				holders: map[int32][]PortRef{30446: {pinnedOwner}}},
 			wantHeld: "pinned to this port",
 		},
 		{
 			name:     "a flag pin outranks the port's own annotation pin",
-			svc:      gw(annotate(PinAnnotation, "tcp=30500"), port("tcp", 443, 30445)),
+			svc:      gw(fixtures.Annotation(PinAnnotation, "tcp=30500"), fixtures.Port("tcp", 443, 30445)),
 			wantHeld: "pinned to this port",
 		},
 		{
 			name:     "an annotation pin on a port the Service lacks pins nothing",
-			svc:      service("a", "web", annotate(PinAnnotation, "metrics=31000"), port("http", 80, 31000)),
+			svc:      fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "metrics=31000"), fixtures.Port("http", 80, 31000)),
 			wantHeld: "not pinned elsewhere",
 		},
 		{
 			name:     "of two annotation pins on one nodePort, the one whose port holds it counts",
-			svc:      service("b", "holder", annotate(PinAnnotation, "web=31500"), port("web", 80, 31500)),
+			svc:      fixtures.Service("b", "holder", fixtures.Annotation(PinAnnotation, "web=31500"), fixtures.Port("web", 80, 31500)),
 			view:     fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "c", Name: "late", Port: "http"}}}},
 			wantHeld: "pinned to this port",
 		},
 		{
 			name:     "the losing annotation pin pins nothing, not even its own port",
-			svc:      service("c", "late", annotate(PinAnnotation, "http=31500"), port("http", 80, 31600)),
+			svc:      fixtures.Service("c", "late", fixtures.Annotation(PinAnnotation, "http=31500"), fixtures.Port("http", 80, 31600)),
 			view:     fakeView{pins: map[int32][]PortRef{31500: {holderWeb}}, holders: map[int32][]PortRef{31500: {holderWeb}}},
 			wantHeld: "not pinned elsewhere",
 		},
 		{
 			name:     "two annotation pins on a nodePort neither holds: neither counts against its holder",
-			svc:      service("c", "squatter", port("http", 80, 31700)),
+			svc:      fixtures.Service("c", "squatter", fixtures.Port("http", 80, 31700)),
 			view:     fakeView{pins: map[int32][]PortRef{31700: {{Namespace: "d", Name: "x", Port: "http"}, {Namespace: "e", Name: "y", Port: "http"}}}},
 			wantHeld: "not pinned elsewhere",
 		},
 		{
 			name:        "a single annotation pin still counts against an unpinned holder (rule 3)",
-			svc:         service("c", "squatter", port("http", 80, 31500)),
+			svc:         fixtures.Service("c", "squatter", fixtures.Port("http", 80, 31500)),
 			view:        fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
 			wantReasons: []string{"pinned-elsewhere"},
 		},
 		{
 			name:        "an uncontested annotation pin still counts for its own port (rule 4)",
-			svc:         service("b", "db", annotate(PinAnnotation, "pg=31500"), port("pg", 5432, 31501)),
+			svc:         fixtures.Service("b", "db", fixtures.Annotation(PinAnnotation, "pg=31500"), fixtures.Port("pg", 5432, 31501)),
 			wantReasons: []string{"pin-mismatch"},
 		},
 	}

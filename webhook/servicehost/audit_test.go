@@ -1,7 +1,6 @@
 package servicehost
 
 import (
-	"fmt"
 	"runtime"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/svcguard/svcguard/pkg/benchtest"
+	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/slim"
 )
 
@@ -37,9 +37,7 @@ func TestMissed(t *testing.T) {
 }
 
 func owned(apiVersion, kind string, controller bool) *corev1.Pod {
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{
-		{APIVersion: apiVersion, Kind: kind, Name: "owner", Controller: ptr.To(controller)},
-	}}}
+	return fixtures.Pod("", "", fixtures.OwnedBy(metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: "owner", Controller: ptr.To(controller)}))
 }
 
 func TestRemediableOnlyWhatAControllerRecreates(t *testing.T) {
@@ -52,7 +50,7 @@ func TestRemediableOnlyWhatAControllerRecreates(t *testing.T) {
 		{"ReplicaSet", owned("apps/v1", "ReplicaSet", true), "team", true},
 		{"StatefulSet", owned("apps/v1", "StatefulSet", true), "team", true},
 		{"DaemonSet", owned("apps/v1", "DaemonSet", true), "team", true},
-		{"a bare Pod would not come back", &corev1.Pod{}, "team", false},
+		{"a bare Pod would not come back", fixtures.Pod("", ""), "team", false},
 		{"a Job's Pod: a re-run is not a restart", owned("batch/v1", "Job", true), "team", false},
 		{"a reference that is not the controller", owned("apps/v1", "ReplicaSet", false), "team", false},
 		{"another controller kind", owned("example.com/v1", "Rollout", true), "team", false},
@@ -66,36 +64,32 @@ func TestRemediableOnlyWhatAControllerRecreates(t *testing.T) {
 }
 
 func TestSetsServiceVarLooksAtEitherVariableInInitAndRegularContainers(t *testing.T) {
-	host := []corev1.EnvVar{{Name: HostVar, Value: "10.0.0.1"}}
-	port := []corev1.EnvVar{{Name: PortVar, Value: "8443"}}
+	host := fixtures.Env(HostVar, "10.0.0.1")
+	port := fixtures.Env(PortVar, "8443")
 	tests := []struct {
 		name string
-		spec corev1.PodSpec
+		pod  *corev1.Pod
 		want bool
 	}{
-		{"no container sets either", corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Env: []corev1.EnvVar{{Name: "X", Value: "y"}}}}}, false},
-		{"a regular container sets the host", corev1.PodSpec{Containers: []corev1.Container{{Name: "a"}, {Name: "b", Env: host}}}, true},
-		{"an init container sets the host", corev1.PodSpec{InitContainers: []corev1.Container{{Name: "i", Env: host}}}, true},
+		{"no container sets either", fixtures.Pod("", "", fixtures.Container("a", "", fixtures.Env("X", "y")...)), false},
+		{"a regular container sets the host", fixtures.Pod("", "", fixtures.Container("a", ""), fixtures.Container("b", "", host...)), true},
+		{"an init container sets the host", fixtures.Pod("", "", fixtures.InitContainer("i", "", host...)), true},
 		// By the pair rule such a container got nothing injected, by design:
 		// reporting (and evicting) it would never end.
-		{"a container sets only the port", corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Env: port}}}, true},
-		{"an ephemeral container comes later and does not count", corev1.PodSpec{
-			Containers:          []corev1.Container{{Name: "a"}},
-			EphemeralContainers: []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Env: host}}},
-		}, false},
+		{"a container sets only the port", fixtures.Pod("", "", fixtures.Container("a", "", port...)), true},
+		{"an ephemeral container comes later and does not count", fixtures.Pod("", "",
+			fixtures.Container("a", ""), fixtures.EphemeralContainer("debug", host...)), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, SetsServiceVar(&corev1.Pod{Spec: tt.spec}), "SetsServiceVar")
+			assert.Equal(t, tt.want, SetsServiceVar(tt.pod), "SetsServiceVar")
 		})
 	}
 }
 
 func TestAuditDoesNotReportAPodWhoseContainerSetsOnlyThePort(t *testing.T) {
 	store, tr := auditStore()
-	p := syntheticPod(0, false)
-	p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: PortVar, Value: "8443"})
-	obj, err := tr.pod(p)
+	obj, err := tr.pod(fixtures.DeploymentPod(0, fixtures.AppendEnv(corev1.EnvVar{Name: PortVar, Value: "8443"})))
 	require.NoError(t, err)
 	require.NoError(t, store.Add(obj))
 	candidates, err := store.ByIndex(candidateIndex, "yes")
@@ -103,24 +97,12 @@ func TestAuditDoesNotReportAPodWhoseContainerSetsOnlyThePort(t *testing.T) {
 	assert.Empty(t, candidates, "expected no candidate: the webhook injects nothing into a container that sets the port itself")
 }
 
-// syntheticPod is a Deployment's Pod with realistic metadata and spec, so that
-// the transform has as much to drop as in a cluster.
-func syntheticPod(i int, injected bool) *corev1.Pod {
-	env := []corev1.EnvVar{{Name: "LOG_LEVEL", Value: "info"}}
+// auditPod is fixtures.DeploymentPod(i), its container injected or not.
+func auditPod(i int, injected bool) *corev1.Pod {
 	if injected {
-		env = append(env, corev1.EnvVar{Name: HostVar, Value: "203.0.113.10"})
+		return fixtures.DeploymentPod(i, fixtures.AppendEnv(corev1.EnvVar{Name: HostVar, Value: "203.0.113.10"}))
 	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: fmt.Sprintf("team-%d", i%50), Name: fmt.Sprintf("app-%d-7f9c8d6b5-x%05d", i%50, i),
-			UID:               "2b9f3a8e-4c1d-4e6f-9a7b-1c2d3e4f5a6b",
-			Labels:            map[string]string{"app": "web", "pod-template-hash": "7f9c8d6b5"},
-			Annotations:       map[string]string{"kubectl.kubernetes.io/restartedAt": "2026-11-01T10:00:00Z"},
-			OwnerReferences:   []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "app-7f9c8d6b5", Controller: ptr.To(true)}},
-			CreationTimestamp: metav1.Unix(1_790_000_000+int64(i), 0),
-		},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/team/app:v1.2.3", Env: env}}},
-	}
+	return fixtures.DeploymentPod(i)
 }
 
 func auditStore() (cache.Indexer, *auditTransforms) {
@@ -130,7 +112,7 @@ func auditStore() (cache.Indexer, *auditTransforms) {
 func TestAuditTransformKeepsOnlyWhatTheRulesNeed(t *testing.T) {
 	store, tr := auditStore()
 	for i, injected := range []bool{true, false} {
-		obj, err := tr.pod(syntheticPod(i, injected))
+		obj, err := tr.pod(auditPod(i, injected))
 		require.NoError(t, err)
 		require.NoError(t, store.Add(obj))
 	}
@@ -151,7 +133,7 @@ func BenchmarkAuditCacheMemory(b *testing.B) {
 		before := benchtest.HeapAfterGC()
 		store, tr := auditStore()
 		for i := range pods {
-			obj, err := tr.pod(syntheticPod(i, i%100 != 0))
+			obj, err := tr.pod(auditPod(i, i%100 != 0))
 			if err != nil {
 				b.Fatal(err)
 			}

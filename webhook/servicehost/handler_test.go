@@ -2,6 +2,7 @@ package servicehost
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -9,12 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/svcguard/svcguard/pkg/admissiontest"
+	"github.com/svcguard/svcguard/pkg/fixtures"
 )
 
 const (
@@ -22,51 +22,27 @@ const (
 	testPort = "6443"
 )
 
-func env(pairs ...string) []corev1.EnvVar {
-	var out []corev1.EnvVar
-	for i := 0; i+1 < len(pairs); i += 2 {
-		out = append(out, corev1.EnvVar{Name: pairs[i], Value: pairs[i+1]})
+// pod is the tables' Pod team-a/web, built with opts.
+func pod(opts ...fixtures.PodOption) *corev1.Pod {
+	return fixtures.Pod("team-a", "web", opts...)
+}
+
+// apps adds one app container per env given (nil: no env), named c0, c1, ...
+func apps(envs ...[]corev1.EnvVar) fixtures.PodFunc {
+	return func(p *corev1.Pod) {
+		for i, e := range envs {
+			fixtures.Container(fmt.Sprintf("c%d", i), "app", e...)(p)
+		}
 	}
-	return out
 }
 
-// pod returns a Pod with one app container per env given (nil: no env).
-func pod(envs ...[]corev1.EnvVar) *corev1.Pod {
-	p := &corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web"},
-	}
-	for i, e := range envs {
-		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c" + string(rune('0'+i)), Image: "app", Env: e})
-	}
-	return p
-}
-
-func withInit(p *corev1.Pod, sidecar bool) *corev1.Pod {
-	c := corev1.Container{Name: "init", Image: "init"}
-	if sidecar {
-		c.Name = "sidecar"
-		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
-	}
-	p.Spec.InitContainers = append(p.Spec.InitContainers, c)
-	return p
-}
-
-func withEphemeral(p *corev1.Pod) *corev1.Pod {
-	return withEphemeralNamed(p, "debugger")
-}
-
-func withEphemeralNamed(p *corev1.Pod, name string, envs ...corev1.EnvVar) *corev1.Pod {
-	p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
-		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: name, Image: "busybox", Env: envs},
-	})
-	return p
-}
-
-func withLabel(p *corev1.Pod, k, v string) *corev1.Pod {
-	p.Labels = map[string]string{k: v}
-	return p
-}
+// The other containers of the tables' Pods, and the opt-out label.
+var (
+	initContainer = fixtures.InitContainer("init", "init")
+	sidecar       = fixtures.Sidecar("sidecar", "init")
+	debugger      = fixtures.EphemeralContainer("debugger")
+	optedOut      = fixtures.Label(OptOutLabel, OptOutValue)
+)
 
 func podRequest(op admissionv1.Operation, subResource string, p *corev1.Pod) admissiontest.Request {
 	return admissiontest.Request{
@@ -83,26 +59,11 @@ func debugRequest(old, p *corev1.Pod) admissiontest.Request {
 	return r
 }
 
-// allEnvs returns the env of every container of p, keyed by container name.
-func allEnvs(p *corev1.Pod) map[string][]corev1.EnvVar {
-	out := map[string][]corev1.EnvVar{}
-	for _, c := range p.Spec.InitContainers {
-		out[c.Name] = c.Env
-	}
-	for _, c := range p.Spec.Containers {
-		out[c.Name] = c.Env
-	}
-	for _, c := range p.Spec.EphemeralContainers {
-		out[c.Name] = c.Env
-	}
-	return out
-}
-
 func TestHandler(t *testing.T) {
 	hostOnly := Injection{Host: testHost}
 	hostAndPort := Injection{Host: testHost, Port: testPort}
-	injected := env(HostVar, testHost)
-	injectedWithPort := env(HostVar, testHost, PortVar, testPort)
+	injected := fixtures.Env(HostVar, testHost)
+	injectedWithPort := fixtures.Env(HostVar, testHost, PortVar, testPort)
 
 	tests := []struct {
 		name      string
@@ -119,89 +80,85 @@ func TestHandler(t *testing.T) {
 		{
 			name:      "create injects the host into every app container",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", pod(nil, env("A", "1"))),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": injected, "c1": env("A", "1", HostVar, testHost)},
+			request:   podRequest(admissionv1.Create, "", pod(apps(nil, fixtures.Env("A", "1")))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": injected, "c1": fixtures.Env("A", "1", HostVar, testHost)},
 			wantOps:   2, wantInjected: 2,
 		},
 		{
 			name:      "create injects init containers and native sidecars",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", withInit(withInit(pod(nil), false), true)),
+			request:   podRequest(admissionv1.Create, "", pod(apps(nil), initContainer, sidecar)),
 			wantEnvs:  map[string][]corev1.EnvVar{"init": injected, "sidecar": injected, "c0": injected},
 			wantOps:   3, wantInjected: 3,
 		},
 		{
 			name:      "create injects ephemeral containers present at creation",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", withEphemeral(pod(nil))),
+			request:   podRequest(admissionv1.Create, "", pod(apps(nil), debugger)),
 			wantEnvs:  map[string][]corev1.EnvVar{"c0": injected, "debugger": injected},
 			wantOps:   2, wantInjected: 2,
 		},
 		{
 			name:      "port configured: both variables injected",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(nil)),
+			request:   podRequest(admissionv1.Create, "", pod(apps(nil))),
 			wantEnvs:  map[string][]corev1.EnvVar{"c0": injectedWithPort},
 			wantOps:   1, wantInjected: 1,
 		},
 		{
 			name:      "port not configured: the port variable is not injected",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", pod(env("X", "y"))),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": env("X", "y", HostVar, testHost)},
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env("X", "y")))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": fixtures.Env("X", "y", HostVar, testHost)},
 			wantOps:   1, wantInjected: 1,
 		},
 		{
 			name:      "pair rule: a container that sets only the host gets no port",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(env(HostVar, "127.0.0.1"), nil)),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(HostVar, "127.0.0.1"), "c1": injectedWithPort},
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env(HostVar, "127.0.0.1"), nil))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": fixtures.Env(HostVar, "127.0.0.1"), "c1": injectedWithPort},
 			wantOps:   1, wantPaths: []string{"/spec/containers/1/env"}, wantInjected: 1,
 		},
 		{
 			name:      "pair rule: a container that sets only the port gets no host",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(env(PortVar, "8443"), nil)),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(PortVar, "8443"), "c1": injectedWithPort},
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env(PortVar, "8443"), nil))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": fixtures.Env(PortVar, "8443"), "c1": injectedWithPort},
 			wantOps:   1, wantPaths: []string{"/spec/containers/1/env"}, wantInjected: 1,
 		},
 		{
 			name:      "pair rule: a container that sets only the port gets no host, even without a port configured",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", pod(env(PortVar, "8443"))),
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env(PortVar, "8443")))),
 		},
 		{
 			name:      "pair rule: a container that sets both gets nothing",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(env(HostVar, "127.0.0.1", PortVar, "8443"))),
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env(HostVar, "127.0.0.1", PortVar, "8443")))),
 		},
 		{
 			name:      "pair rule: an init container that sets only the port gets nothing, the others both",
 			injection: hostAndPort,
-			request: podRequest(admissionv1.Create, "", func() *corev1.Pod {
-				p := withInit(pod(nil), true)
-				p.Spec.InitContainers[0].Env = env(PortVar, "8443")
-				return p
-			}()),
-			wantEnvs: map[string][]corev1.EnvVar{"sidecar": env(PortVar, "8443"), "c0": injectedWithPort},
-			wantOps:  1, wantPaths: []string{"/spec/containers/0/env"}, wantInjected: 1,
+			request:   podRequest(admissionv1.Create, "", pod(apps(nil), fixtures.Sidecar("sidecar", "init", fixtures.Env(PortVar, "8443")...))),
+			wantEnvs:  map[string][]corev1.EnvVar{"sidecar": fixtures.Env(PortVar, "8443"), "c0": injectedWithPort},
+			wantOps:   1, wantPaths: []string{"/spec/containers/0/env"}, wantInjected: 1,
 		},
 		{
 			name:      "pair rule wins over a $(VAR) reference: a container that sets the port and refers to the host gets nothing",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(env(PortVar, "8443", "URL", "https://$(KUBERNETES_SERVICE_HOST)"))),
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env(PortVar, "8443", "URL", "https://$(KUBERNETES_SERVICE_HOST)")))),
 		},
 		{
 			name:      "a variable set from valueFrom counts as set by the owner",
 			injection: hostOnly,
-			request: podRequest(admissionv1.Create, "", pod([]corev1.EnvVar{{Name: HostVar, ValueFrom: &corev1.EnvVarSource{
-				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}})),
+			request: podRequest(admissionv1.Create, "", pod(apps([]corev1.EnvVar{{Name: HostVar, ValueFrom: &corev1.EnvVarSource{
+				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}}))),
 		},
 		{
 			name:      "an entry referring to $(KUBERNETES_SERVICE_HOST) gets the injected variable defined before it",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", pod(env("A", "1", "URL", "https://$(KUBERNETES_SERVICE_HOST)", "B", "2"))),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": env("A", "1", HostVar, testHost, "URL", "https://$(KUBERNETES_SERVICE_HOST)", "B", "2")},
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env("A", "1", "URL", "https://$(KUBERNETES_SERVICE_HOST)", "B", "2")))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": fixtures.Env("A", "1", HostVar, testHost, "URL", "https://$(KUBERNETES_SERVICE_HOST)", "B", "2")},
 			// JSON patches diff arrays index by index: the entries after the
 			// insertion point are replaced, the last one re-added.
 			wantOps: 5, wantInjected: 1,
@@ -209,79 +166,79 @@ func TestHandler(t *testing.T) {
 		{
 			name:      "an entry referring to $(KUBERNETES_SERVICE_PORT) gets both variables defined before it",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(env("URL", "https://h:$(KUBERNETES_SERVICE_PORT)"))),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": env(HostVar, testHost, PortVar, testPort, "URL", "https://h:$(KUBERNETES_SERVICE_PORT)")},
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env("URL", "https://h:$(KUBERNETES_SERVICE_PORT)")))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": fixtures.Env(HostVar, testHost, PortVar, testPort, "URL", "https://h:$(KUBERNETES_SERVICE_PORT)")},
 			// Entry 0's name and value are replaced, entries 1 and 2 added.
 			wantOps: 4, wantInjected: 1,
 		},
 		{
 			name:      "the variables go before the first entry that refers to either of them",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(env("A", "1", "P", "$(KUBERNETES_SERVICE_PORT)", "H", "$(KUBERNETES_SERVICE_HOST)"))),
-			wantEnvs: map[string][]corev1.EnvVar{"c0": env("A", "1", HostVar, testHost, PortVar, testPort,
+			request:   podRequest(admissionv1.Create, "", pod(apps(fixtures.Env("A", "1", "P", "$(KUBERNETES_SERVICE_PORT)", "H", "$(KUBERNETES_SERVICE_HOST)")))),
+			wantEnvs: map[string][]corev1.EnvVar{"c0": fixtures.Env("A", "1", HostVar, testHost, PortVar, testPort,
 				"P", "$(KUBERNETES_SERVICE_PORT)", "H", "$(KUBERNETES_SERVICE_HOST)")},
 			wantOps: 6, wantInjected: 1,
 		},
 		{
 			name:      "a new ephemeral container that refers to $(KUBERNETES_SERVICE_HOST) gets the variable defined before it",
 			injection: hostOnly,
-			request:   debugRequest(pod(nil), withEphemeralNamed(pod(nil), "dbg0", env("URL", "$(KUBERNETES_SERVICE_HOST)")...)),
-			wantEnvs:  map[string][]corev1.EnvVar{"c0": nil, "dbg0": env(HostVar, testHost, "URL", "$(KUBERNETES_SERVICE_HOST)")},
+			request:   debugRequest(pod(apps(nil)), pod(apps(nil), fixtures.EphemeralContainer("dbg0", fixtures.Env("URL", "$(KUBERNETES_SERVICE_HOST)")...))),
+			wantEnvs:  map[string][]corev1.EnvVar{"c0": nil, "dbg0": fixtures.Env(HostVar, testHost, "URL", "$(KUBERNETES_SERVICE_HOST)")},
 			wantOps:   3, wantInjected: 1,
 		},
 		{
 			name:      "every container already sets the variables: allowed without a patch",
 			injection: hostAndPort,
-			request:   podRequest(admissionv1.Create, "", pod(injectedWithPort)),
+			request:   podRequest(admissionv1.Create, "", pod(apps(injectedWithPort))),
 		},
 		{
 			name:      "opt-out label on the Pod: allowed without a patch",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", withLabel(pod(nil), OptOutLabel, OptOutValue)),
+			request:   podRequest(admissionv1.Create, "", pod(apps(nil), optedOut)),
 		},
 		{
 			name:      "another value of the opt-out label does not opt out",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Create, "", withLabel(pod(nil), OptOutLabel, "enabled")),
+			request:   podRequest(admissionv1.Create, "", pod(apps(nil), fixtures.Label(OptOutLabel, "enabled"))),
 			wantEnvs:  map[string][]corev1.EnvVar{"c0": injected},
 			wantOps:   1, wantInjected: 1,
 		},
 		{
 			name:      "ephemeralcontainers update injects only the ephemeral containers",
 			injection: hostOnly,
-			request:   debugRequest(pod(nil), withEphemeral(pod(nil))),
+			request:   debugRequest(pod(apps(nil)), pod(apps(nil), debugger)),
 			wantEnvs:  map[string][]corev1.EnvVar{"c0": nil, "debugger": injected},
 			wantOps:   1, wantPaths: []string{"/spec/ephemeralContainers/0/env"}, wantInjected: 1,
 		},
 		{
 			name:      "ephemeralcontainers update after a missed one: only the new dbg1 is patched, dbg0 is left without the variables",
 			injection: hostAndPort,
-			request: debugRequest(withEphemeralNamed(pod(nil), "dbg0"),
-				withEphemeralNamed(withEphemeralNamed(pod(nil), "dbg0"), "dbg1")),
+			request: debugRequest(pod(apps(nil), fixtures.EphemeralContainer("dbg0")),
+				pod(apps(nil), fixtures.EphemeralContainer("dbg0"), fixtures.EphemeralContainer("dbg1"))),
 			wantEnvs: map[string][]corev1.EnvVar{"c0": nil, "dbg0": nil, "dbg1": injectedWithPort},
 			wantOps:  1, wantPaths: []string{"/spec/ephemeralContainers/1/env"}, wantInjected: 1,
 		},
 		{
 			name:      "ephemeralcontainers update that adds nothing new: allowed without a patch",
 			injection: hostOnly,
-			request:   debugRequest(withEphemeralNamed(pod(nil), "dbg0"), withEphemeralNamed(pod(nil), "dbg0")),
+			request:   debugRequest(pod(apps(nil), fixtures.EphemeralContainer("dbg0")), pod(apps(nil), fixtures.EphemeralContainer("dbg0"))),
 		},
 		{
 			name:      "ephemeralcontainers update: a new one that sets only the port gets nothing (pair rule)",
 			injection: hostAndPort,
-			request:   debugRequest(pod(nil), withEphemeralNamed(pod(nil), "dbg0", env(PortVar, "8443")...)),
+			request:   debugRequest(pod(apps(nil)), pod(apps(nil), fixtures.EphemeralContainer("dbg0", fixtures.Env(PortVar, "8443")...))),
 		},
 		{
 			name:      "ephemeralcontainers update without the old Pod is refused with 400: existing containers cannot be told apart",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Update, "ephemeralcontainers", withEphemeral(pod(nil))),
+			request:   podRequest(admissionv1.Update, "ephemeralcontainers", pod(apps(nil), debugger)),
 			wantCode:  http.StatusBadRequest,
 		},
 		{
 			name:      "ephemeralcontainers update with an undecodable old Pod is refused with 400",
 			injection: hostOnly,
 			request: func() admissiontest.Request {
-				r := debugRequest(nil, withEphemeral(pod(nil)))
+				r := debugRequest(nil, pod(apps(nil), debugger))
 				r.OldObject = &unstructured.Unstructured{Object: map[string]any{
 					"apiVersion": "v1", "kind": "Pod", "spec": map[string]any{"containers": "not-a-list"}}}
 				return r
@@ -291,23 +248,23 @@ func TestHandler(t *testing.T) {
 		{
 			name:      "ephemeralcontainers update of an opted-out Pod: allowed without a patch",
 			injection: hostOnly,
-			request:   debugRequest(withLabel(pod(nil), OptOutLabel, OptOutValue), withLabel(withEphemeral(pod(nil)), OptOutLabel, OptOutValue)),
+			request:   debugRequest(pod(apps(nil), optedOut), pod(apps(nil), debugger, optedOut)),
 		},
 		{
 			name:      "a plain Pod update is not mutated (container env is immutable)",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Update, "", pod(nil)),
+			request:   podRequest(admissionv1.Update, "", pod(apps(nil))),
 		},
 		{
 			name:      "a status update is not mutated",
 			injection: hostOnly,
-			request:   podRequest(admissionv1.Update, "status", pod(nil)),
+			request:   podRequest(admissionv1.Update, "status", pod(apps(nil))),
 		},
 		{
 			name:      "a request for another kind is refused with 400",
 			injection: hostOnly,
 			request: admissiontest.Request{Kind: admissiontest.ServiceKind, Resource: admissiontest.ServiceResource,
-				Object: &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}}},
+				Object: fixtures.Service("", "")},
 			wantCode: http.StatusBadRequest,
 		},
 		{
@@ -349,7 +306,7 @@ func TestHandler(t *testing.T) {
 			}
 			var got corev1.Pod
 			admissiontest.Patched(t, req, resp, &got)
-			assert.Equal(t, tc.wantEnvs, allEnvs(&got), "env of each container after the patch")
+			assert.Equal(t, tc.wantEnvs, fixtures.Envs(&got), "env of each container after the patch")
 		})
 	}
 }
@@ -358,7 +315,7 @@ func TestHandler(t *testing.T) {
 // nothing, which makes reinvocationPolicy: IfNeeded safe.
 func TestHandlerIsIdempotent(t *testing.T) {
 	h := &Handler{Injection: Injection{Host: testHost, Port: testPort}, Decoder: admissiontest.Decoder}
-	first := podRequest(admissionv1.Create, "", withEphemeral(withInit(pod(nil, env("URL", "$(KUBERNETES_SERVICE_PORT)")), true)))
+	first := podRequest(admissionv1.Create, "", pod(apps(nil, fixtures.Env("URL", "$(KUBERNETES_SERVICE_PORT)")), sidecar, debugger))
 	req := first.Build(t)
 	resp := h.Handle(context.Background(), req)
 	require.NotEmpty(t, resp.Patches, "the first call should inject")
@@ -375,7 +332,7 @@ func TestHandlerIsIdempotent(t *testing.T) {
 func TestHandlerDryRunHasNoSideEffects(t *testing.T) {
 	called := false
 	h := &Handler{Injection: Injection{Host: testHost}, Decoder: admissiontest.Decoder, OnInjected: func(int) { called = true }}
-	wet := podRequest(admissionv1.Create, "", pod(nil))
+	wet := podRequest(admissionv1.Create, "", pod(apps(nil)))
 	dry := wet
 	dry.DryRun = true
 

@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/nodeport"
 )
@@ -27,6 +27,37 @@ func findingsFor(a *nodeport.Audit, service string) []nodeport.Finding {
 	return out
 }
 
+// startAudit runs an audit of guard on caches of its own until ctx ends, as
+// user, with exactly the RBAC the manifests ship. Only changes trigger its
+// passes: the interval is an hour.
+func startAudit(t *testing.T, ctx context.Context, guard *nodeport.Guard, user string) *nodeport.Audit {
+	t.Helper()
+	svcguard := suite.Env.ShippedRBACConfig(t, user, "rbac.yaml")
+	cs, err := kubernetes.NewForConfig(svcguard)
+	require.NoError(t, err)
+	caches, err := nodeport.NewCaches(cs, guard.Range)
+	require.NoError(t, err)
+	go func() { _ = caches.Start(ctx) }()
+	audit := nodeport.NewAudit(guard, caches, cs, testenv.Recorder(t, ctx, svcguard), time.Hour, logr.Discard())
+	go func() { _ = audit.Start(ctx) }()
+	return audit
+}
+
+// waitOneEvent waits until the Service namespace/name has exactly one Event
+// with reason, and returns it; why (formatted with reason) says which.
+func waitOneEvent(t *testing.T, namespace, name, reason, why string) eventsv1.Event {
+	t.Helper()
+	var event eventsv1.Event
+	require.Eventually(t, func() bool {
+		found := suite.Env.Events(t, namespace, name, reason)
+		if len(found) > 0 {
+			event = found[0]
+		}
+		return len(found) == 1
+	}, 20*time.Second, 100*time.Millisecond, why, reason)
+	return event
+}
+
 // TestEnvtestAuditReportsANodePortPinnedToAnotherService: a Service took a
 // nodePort before the guard knew it is pinned to another Service; the
 // audit, judging by the guard's own rules, reports it with an Event and the
@@ -35,31 +66,14 @@ func TestEnvtestAuditReportsANodePortPinnedToAnotherService(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := suite.Env.Namespace(t, nil)
-	legacy := nodePortService(ns, "legacy", "https", 30600)
+	legacy := fixtures.Service(ns, "legacy", fixtures.Port("https", 443, 30600))
 	require.NoError(t, suite.Env.Client.Create(ctx, legacy), "the guard serving the suite knows no pin on 30600")
 
-	guard := testGuard()
+	guard := suiteGuard(t)
 	guard.Pins.Add(nodeport.PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30600) // the pin arrives later
-	// The audit runs with exactly the RBAC the manifests ship.
-	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-node-port-audit", "rbac.yaml")
-	cs, err := kubernetes.NewForConfig(svcguard)
-	require.NoError(t, err)
-	caches, err := nodeport.NewCaches(cs, guard.Range)
-	require.NoError(t, err)
-	go func() { _ = caches.Start(ctx) }()
-	recorder, err := testenv.Recorder(ctx, svcguard)
-	require.NoError(t, err)
-	audit := nodeport.NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard()) // only changes trigger passes here
-	go func() { _ = audit.Start(ctx) }()
+	audit := startAudit(t, ctx, guard, "svcguard-node-port-audit")
 
-	var event eventsv1.Event
-	require.Eventually(t, func() bool {
-		found := suite.Env.Events(t, ns, "legacy", nodeport.IncorrectReason)
-		if len(found) > 0 {
-			event = found[0]
-		}
-		return len(found) == 1
-	}, 20*time.Second, 100*time.Millisecond, "the audit writes one %s Event on the Service", nodeport.IncorrectReason)
+	event := waitOneEvent(t, ns, "legacy", nodeport.IncorrectReason, "the audit writes one %s Event on the Service")
 	assert.Equal(t, corev1.EventTypeWarning, event.Type)
 	assert.Contains(t, event.Note, `port "https" nodePort 30600 is not correctly allocated: pinned to `+ns+"/gateway:https")
 	require.Len(t, findingsFor(audit, ns+"/legacy"), 1)
@@ -83,39 +97,19 @@ func TestEnvtestAuditReportsAPreExistingPinConflict(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := suite.Env.Namespace(t, nil)
-	tenant := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant", Annotations: map[string]string{nodeport.PinAnnotation: "http=30601"}},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: map[string]string{"app": "tenant"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
-	}
+	tenant := fixtures.Service(ns, "tenant", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0),
+		fixtures.Annotation(nodeport.PinAnnotation, "http=30601"))
 	require.NoError(t, suite.Env.Client.Create(ctx, tenant), "30601 is free and pinned by no flag the suite's guard knows: a fine claim")
-	gateway := nodePortService(ns, "gateway", "https", 30601)
 	// The suite's guard sees 30601 pinned by the tenant's annotation: the
 	// gateway takes it by force, as a Service created while svcguard was down would.
-	gateway.Annotations = map[string]string{nodeport.AllowAnnotation: "true"}
+	gateway := fixtures.Service(ns, "gateway", fixtures.Port("https", 443, 30601), fixtures.Annotation(nodeport.AllowAnnotation, "true"))
 	require.NoError(t, suite.Env.Client.Create(ctx, gateway))
 
-	guard := testGuard()
+	guard := suiteGuard(t)
 	guard.Pins.Add(nodeport.PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30601) // the flag pin arrives later
-	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-node-port-audit-pins", "rbac.yaml")
-	cs, err := kubernetes.NewForConfig(svcguard)
-	require.NoError(t, err)
-	caches, err := nodeport.NewCaches(cs, guard.Range)
-	require.NoError(t, err)
-	go func() { _ = caches.Start(ctx) }()
-	recorder, err := testenv.Recorder(ctx, svcguard)
-	require.NoError(t, err)
-	audit := nodeport.NewAudit(guard, caches, cs, recorder, time.Hour, logr.Discard())
-	go func() { _ = audit.Start(ctx) }()
+	audit := startAudit(t, ctx, guard, "svcguard-node-port-audit-pins")
 
-	var event eventsv1.Event
-	require.Eventually(t, func() bool {
-		found := suite.Env.Events(t, ns, "tenant", nodeport.PinConflictReason)
-		if len(found) > 0 {
-			event = found[0]
-		}
-		return len(found) == 1
-	}, 20*time.Second, 100*time.Millisecond, "the audit writes one %s Event on the Service carrying the losing pin", nodeport.PinConflictReason)
+	event := waitOneEvent(t, ns, "tenant", nodeport.PinConflictReason, "the audit writes one %s Event on the Service carrying the losing pin")
 	assert.Equal(t, corev1.EventTypeWarning, event.Type)
 	assert.Contains(t, event.Note, `port "http" annotation pin 30601 (svcguard.io/pinned-node-ports) pins nothing: `+
 		`30601 is pinned to `+ns+`/gateway:https by --pinned-node-ports, which outranks the annotation`)

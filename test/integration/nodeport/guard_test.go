@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/webhook/nodeport"
 )
 
@@ -45,14 +46,6 @@ func clientWithWarnings(t *testing.T) (kubernetes.Interface, *warnings) {
 	c, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
 	return c, w
-}
-
-func nodePortService(ns, name, portName string, nodePort int32) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": name},
-			Ports: []corev1.ServicePort{{Name: portName, Port: 443, Protocol: corev1.ProtocolTCP, NodePort: nodePort}}},
-	}
 }
 
 // update gets the Service, lets change modify it and updates it.
@@ -88,18 +81,18 @@ func TestEnvtestReplaysTheIncident(t *testing.T) {
 	other := suite.Env.Namespace(t, nil)
 
 	t.Run("a second Service asking for the pinned 30445 while it is free is denied", func(t *testing.T) {
-		_, err := c.CoreV1().Services(other).Create(ctx, nodePortService(other, "intruder", "http", 30445), metav1.CreateOptions{})
+		_, err := c.CoreV1().Services(other).Create(ctx, fixtures.Service(other, "intruder", fixtures.Port("http", 443, 30445)), metav1.CreateOptions{})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `denied the request: `+other+`/intruder: port "http" nodePort 30445 denied: 30445 is pinned to istio-ingress/istio-ingressgateway:tcp`)
 	})
 
 	t.Run("the gateway takes its pinned nodePort", func(t *testing.T) {
-		_, err := c.CoreV1().Services(ns).Create(ctx, nodePortService(ns, name, "tcp", 30445), metav1.CreateOptions{})
+		_, err := c.CoreV1().Services(ns).Create(ctx, fixtures.Service(ns, name, fixtures.Port("tcp", 443, 30445)), metav1.CreateOptions{})
 		require.NoError(t, err)
 	})
 
 	t.Run("the API server's own 'already allocated' error is untouched", func(t *testing.T) {
-		_, err := c.CoreV1().Services(other).Create(ctx, nodePortService(other, "late", "http", 30445), metav1.CreateOptions{})
+		_, err := c.CoreV1().Services(other).Create(ctx, fixtures.Service(other, "late", fixtures.Port("http", 443, 30445)), metav1.CreateOptions{})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "provided port is already allocated")
 		assert.NotContains(t, err.Error(), "svcguard")
@@ -158,13 +151,10 @@ func TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff(t *testing.T) {
 	ctx := context.Background()
 	c, w := clientWithWarnings(t)
 	ns := suite.Env.Namespace(t, nil)
-	_, err := c.CoreV1().Services(ns).Create(ctx, nodePortService(ns, "metrics", "http", 31777), metav1.CreateOptions{})
+	_, err := c.CoreV1().Services(ns).Create(ctx, fixtures.Service(ns, "metrics", fixtures.Port("http", 443, 31777)), metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = c.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "node-exporter"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "exporter", Image: "node-exporter",
-			Ports: []corev1.ContainerPort{{ContainerPort: 9100, HostPort: 31777, Protocol: corev1.ProtocolTCP}}}}},
-	}, metav1.CreateOptions{})
+	_, err = c.CoreV1().Pods(ns).Create(ctx, fixtures.Pod(ns, "node-exporter",
+		fixtures.Container("exporter", "node-exporter"), fixtures.ContainerPort(9100, 31777)), metav1.CreateOptions{})
 	require.NoError(t, err)
 
 	// The Pod reaches the cache through a watch: wait until a dry run sees it.
@@ -180,14 +170,6 @@ func TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff(t *testing.T) {
 	assert.Contains(t, strings.Join(w.take(), "\n"), `port "http" nodePort 31777 -> 31778 allowed: 31777 was hostPort of Pod `)
 }
 
-func clusterIPService(ns, name, portName string, annotations map[string]string) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: map[string]string{"app": name},
-			Ports: []corev1.ServicePort{{Name: portName, Port: 80, Protocol: corev1.ProtocolTCP}}},
-	}
-}
-
 // TestEnvtestTenantCannotCancelAPin replays issue #10, item 1, through the
 // real API server: a tenant's ClusterIP Service in another namespace whose
 // annotation names a nodePort flag-pinned to default/pinned used to be
@@ -199,13 +181,13 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 	ctx := context.Background()
 	c, _ := clientWithWarnings(t)
 	const owner = "pinned"
-	_, err := c.CoreV1().Services("default").Create(ctx, nodePortService("default", owner, "http", 30446), metav1.CreateOptions{})
+	_, err := c.CoreV1().Services("default").Create(ctx, fixtures.Service("default", owner, fixtures.Port("http", 443, 30446)), metav1.CreateOptions{})
 	require.NoError(t, err, "the pin's owner takes its flag-pinned nodePort")
 	t.Cleanup(func() { _ = c.CoreV1().Services("default").Delete(context.Background(), owner, metav1.DeleteOptions{}) })
 	tenant := suite.Env.Namespace(t, nil)
 
 	t.Run("a tenant's ClusterIP Service pinning the flag-pinned 30446 by annotation is denied, naming the holder", func(t *testing.T) {
-		squatter := clusterIPService(tenant, "squatter", "http", map[string]string{nodeport.PinAnnotation: "http=30446"})
+		squatter := fixtures.Service(tenant, "squatter", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=30446"))
 		_, err := c.CoreV1().Services(tenant).Create(ctx, squatter, metav1.CreateOptions{})
 		require.Error(t, err, "the exploit: the annotation pin must not be admitted")
 		assert.Contains(t, err.Error(), tenant+`/squatter: annotation svcguard.io/pinned-node-ports pin http=30446 denied: 30446 is pinned to default/pinned:http by --pinned-node-ports; `+
@@ -230,9 +212,9 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 
 	t.Run("an annotation pin on a nodePort another Service holds is denied, naming the holder", func(t *testing.T) {
 		holderNS := suite.Env.Namespace(t, nil)
-		_, err := c.CoreV1().Services(holderNS).Create(ctx, nodePortService(holderNS, "holder", "web", 31446), metav1.CreateOptions{})
+		_, err := c.CoreV1().Services(holderNS).Create(ctx, fixtures.Service(holderNS, "holder", fixtures.Port("web", 443, 31446)), metav1.CreateOptions{})
 		require.NoError(t, err)
-		grabber := clusterIPService(tenant, "grabber", "http", map[string]string{nodeport.PinAnnotation: "http=31446"})
+		grabber := fixtures.Service(tenant, "grabber", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31446"))
 		want := tenant + `/grabber: annotation svcguard.io/pinned-node-ports pin http=31446 denied: 31446 is held by ` + holderNS + `/holder:web`
 		// The holder reaches the guard's cache through a watch.
 		require.Eventually(t, func() bool {
@@ -245,11 +227,11 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 	})
 
 	t.Run("an annotation pin on a nodePort another Service's annotation pins is denied, naming that pin", func(t *testing.T) {
-		first := clusterIPService(tenant, "first", "http", map[string]string{nodeport.PinAnnotation: "http=31447"})
+		first := fixtures.Service(tenant, "first", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31447"))
 		_, err := c.CoreV1().Services(tenant).Create(ctx, first, metav1.CreateOptions{})
 		require.NoError(t, err, "a pin on a free nodePort is a fine claim")
 		other := suite.Env.Namespace(t, nil)
-		second := clusterIPService(other, "second", "http", map[string]string{nodeport.PinAnnotation: "http=31447"})
+		second := fixtures.Service(other, "second", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31447"))
 		want := other + `/second: annotation svcguard.io/pinned-node-ports pin http=31447 denied: 31447 is pinned to ` + tenant + `/first:http by annotation`
 		require.Eventually(t, func() bool {
 			_, err := c.CoreV1().Services(other).Create(ctx, second, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})

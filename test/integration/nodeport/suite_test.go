@@ -6,6 +6,8 @@ package nodeport_test
 import (
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/svcguard/svcguard/pkg/server"
 	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/nodeport"
@@ -14,8 +16,7 @@ import (
 var suite = &testenv.Suite{
 	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/validating.yaml"}},
 	Register: func(s *server.Server) error {
-		opts := nodeport.NewOptions()
-		opts.PinnedNodePorts = []string{"istio-ingress/istio-ingressgateway:tcp=30445", "default/pinned:http=30446"}
+		opts := guardOptions()
 		if err := opts.Validate(); err != nil {
 			return err
 		}
@@ -30,18 +31,21 @@ var suite = &testenv.Suite{
 
 func TestMain(m *testing.M) { suite.Main(m) }
 
-// testGuard is the guard of the package's unit tests: it pins the gateway's
-// tcp port to 30445 and default/pinned's http port to 30446 by flag (as the
-// suite's server does), reserves 30100-30110 and has node-port admins.
-func testGuard() *nodeport.Guard {
-	g := &nodeport.Guard{
-		Range:    nodeport.Range{First: 30000, Last: 32767},
-		Reserved: nodeport.PortSet{{First: 30100, Last: 30110}},
-		Admins:   nodeport.ParseAdmins([]string{"platform-admin", "group:platform"}),
-	}
-	g.Pins.Add(nodeport.PortRef{Namespace: "istio-ingress", Name: "istio-ingressgateway", Port: "tcp"}, 30445)
-	g.Pins.Add(nodeport.PortRef{Namespace: "default", Name: "pinned", Port: "http"}, 30446)
-	return g
+// guardOptions are the settings of the suite's guard: the gateway's tcp port
+// pinned to 30445 and default/pinned's http port to 30446, by flag.
+func guardOptions() *nodeport.Options {
+	opts := nodeport.NewOptions()
+	opts.PinnedNodePorts = []string{"istio-ingress/istio-ingressgateway:tcp=30445", "default/pinned:http=30446"}
+	return opts
+}
+
+// suiteGuard returns a new copy of the guard that the suite's server runs,
+// built from the same settings, for a test's own audit.
+func suiteGuard(t *testing.T) *nodeport.Guard {
+	t.Helper()
+	guard, err := guardOptions().Guard()
+	require.NoError(t, err)
+	return &guard
 }
 
 // nodePortsIncorrect reads svcguard_node_ports_incorrect{reason}, the gauge

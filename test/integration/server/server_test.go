@@ -16,11 +16,11 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/svcguard/svcguard/pkg/admissiontest"
 	"github.com/svcguard/svcguard/pkg/certtest"
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/readiness"
@@ -56,31 +56,17 @@ func waitReadiness(t *testing.T, wantReady bool, want ...string) {
 func editConfigurations(t *testing.T, mutating func(*admissionregistrationv1.MutatingWebhook), validating func(*admissionregistrationv1.ValidatingWebhook)) {
 	t.Helper()
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	update(t, &mwc, func() {
+	suite.Env.Edit(t, client.ObjectKey{Name: "svcguard"}, &mwc, func() {
 		for i := range mwc.Webhooks {
 			mutating(&mwc.Webhooks[i])
 		}
 	})
 	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	update(t, &vwc, func() {
+	suite.Env.Edit(t, client.ObjectKey{Name: "svcguard"}, &vwc, func() {
 		for i := range vwc.Webhooks {
 			validating(&vwc.Webhooks[i])
 		}
 	})
-}
-
-// update reads the configuration named svcguard into obj, applies edit and
-// writes it back, retrying on conflicts.
-func update(t *testing.T, obj client.Object, edit func()) {
-	t.Helper()
-	ctx, c := context.Background(), suite.Env.Client
-	require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if err := c.Get(ctx, client.ObjectKey{Name: "svcguard"}, obj); err != nil {
-			return err
-		}
-		edit()
-		return c.Update(ctx, obj)
-	}))
 }
 
 func setPolicy(t *testing.T, p admissionregistrationv1.FailurePolicyType) {
@@ -131,8 +117,7 @@ func TestEnvtestAHandlerThatFailsEveryRequestMakesTheReplicaUnready(t *testing.T
 }
 
 func TestEnvtestWrongCABundleMakesTheReplicaUnready(t *testing.T) {
-	stranger, err := certtest.NewAuthority()
-	require.NoError(t, err)
+	stranger := certtest.NewAuthority(t)
 	t.Cleanup(func() {
 		setCABundle(t, suite.Env.CAData)
 		waitReadiness(t, true, "[+]ca-bundle passing")
@@ -144,8 +129,7 @@ func TestEnvtestWrongCABundleMakesTheReplicaUnready(t *testing.T) {
 
 func TestEnvtestRotatedCertificateIsServedAndReadinessStaysGreen(t *testing.T) {
 	waitReadiness(t, true, "[+]ca-bundle passing")
-	next, err := certtest.NewAuthority()
-	require.NoError(t, err)
+	next := certtest.NewAuthority(t)
 	certFile, keyFile := filepath.Join(suite.Env.CertDir, server.CertFile), filepath.Join(suite.Env.CertDir, server.KeyFile)
 	oldCert, err := os.ReadFile(certFile)
 	require.NoError(t, err)
@@ -162,8 +146,7 @@ func TestEnvtestRotatedCertificateIsServedAndReadinessStaysGreen(t *testing.T) {
 	// the serving certificate changes.
 	setCABundle(t, append(append([]byte{}, suite.Env.CAData...), next.PEM...))
 	waitReadiness(t, true, "[+]ca-bundle passing")
-	rotated, err := next.IssueFiles(suite.Env.CertDir)
-	require.NoError(t, err)
+	rotated := next.IssueFiles(t, suite.Env.CertDir)
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -254,8 +237,7 @@ func TestEnvtestTwoReplicasShareALease(t *testing.T) {
 	a, b := startReplica(t, "a", lease), startReplica(t, "b", lease)
 
 	// Both answer admission requests, all along, until one is stopped.
-	review, err := testenv.PodCreateReview()
-	require.NoError(t, err)
+	review := admissiontest.PodCreate().Build(t)
 	client := suite.Env.WebhookClient()
 	var mu sync.Mutex
 	var failures []string
@@ -270,7 +252,7 @@ func TestEnvtestTwoReplicasShareALease(t *testing.T) {
 				case <-time.After(20 * time.Millisecond):
 				}
 				sent := time.Now()
-				if _, err := testenv.SendReview(context.Background(), client, r.url, review); err != nil {
+				if _, err := readiness.PostReview(context.Background(), client, r.url, &review.AdmissionRequest, nil); err != nil {
 					if r.stopping.Load() {
 						continue // a replica that was stopped no longer answers: expected
 					}
@@ -320,8 +302,7 @@ func TestEnvtestShippedRBACLetsReadinessReadItsConfigurations(t *testing.T) {
 		go func() { _ = configs.Start(ctx) }()
 		return func() readiness.Registration { return configs.Lookup("/webhooks/service-host") }
 	}
-	nothing, err := suite.Env.UserConfig("svcguard-denied")
-	require.NoError(t, err)
+	nothing := suite.Env.UserConfig(t, "svcguard-denied")
 	granted, denied := lookup(suite.Env.ShippedRBACConfig(t, "svcguard-granted", "rbac.yaml")), lookup(nothing)
 
 	require.Eventually(t, func() bool { r := granted(); return r.Known && r.Registered }, 20*time.Second, 100*time.Millisecond,

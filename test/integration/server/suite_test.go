@@ -5,6 +5,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path"
@@ -13,11 +14,12 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/svcguard/svcguard/pkg/admissiontest"
 	"github.com/svcguard/svcguard/pkg/component"
+	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/server"
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
@@ -54,11 +56,15 @@ func registerStandIns(s *server.Server) error {
 		}
 		return admission.Allowed("")
 	})
+	pod, err := json.Marshal(fixtures.Pod("", "self-test"))
+	if err != nil {
+		return err
+	}
 	sample := admissionv1.AdmissionRequest{
-		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Kind:      admissiontest.PodKind,
+		Resource:  admissiontest.PodResource,
 		Operation: admissionv1.Create,
-		Object:    runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"self-test"}}`)},
+		Object:    runtime.RawExtension{Raw: pod},
 	}
 	for _, hook := range suite.Env.RegisteredWebhooks() {
 		w := component.Webhook{Name: path.Base(hook.Path), Path: hook.Path, Handler: decodeAndAllow, SelfTest: sample}

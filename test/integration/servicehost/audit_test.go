@@ -15,10 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/servicehost"
 )
@@ -31,17 +31,10 @@ import (
 // next request reaches the webhook again.
 func withWebhookUnreachable(t *testing.T, create func()) {
 	t.Helper()
-	ctx := context.Background()
 	var saved *string
 	edit := func(change func(*admissionregistrationv1.MutatingWebhook)) {
-		require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			var cfg admissionregistrationv1.MutatingWebhookConfiguration
-			if err := suite.Env.Client.Get(ctx, client.ObjectKey{Name: "svcguard"}, &cfg); err != nil {
-				return err
-			}
-			change(&cfg.Webhooks[0])
-			return suite.Env.Client.Update(ctx, &cfg)
-		}))
+		var cfg admissionregistrationv1.MutatingWebhookConfiguration
+		suite.Env.Edit(t, client.ObjectKey{Name: "svcguard"}, &cfg, func() { change(&cfg.Webhooks[0]) })
 	}
 	edit(func(w *admissionregistrationv1.MutatingWebhook) {
 		saved = w.ClientConfig.URL
@@ -62,10 +55,7 @@ func withWebhookUnreachable(t *testing.T, create func()) {
 func waitWebhookCalled(t *testing.T, want bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		probe := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "webhook-probe"},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: "busybox"}}},
-		}
+		probe := fixtures.Pod(metav1.NamespaceDefault, "webhook-probe", fixtures.Container("probe", "busybox"))
 		require.NoError(t, suite.Env.Client.Create(context.Background(), probe, client.DryRunAll))
 		called := len(probe.Spec.Containers[0].Env) > 0
 		if called == want {
@@ -98,7 +88,7 @@ func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *t
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}},
+				Spec:       fixtures.Pod(ns, "", fixtures.Container("app", "nginx")).Spec,
 			},
 		},
 	}
@@ -106,22 +96,20 @@ func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *t
 
 	var bare, ofReplicaSet, optedOut *corev1.Pod
 	withWebhookUnreachable(t, func() {
-		bare = createPod(t, newPod(ns, nil))
-		p := newPod(ns, map[string]string{"app": "web"})
-		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)}}
-		ofReplicaSet = createPod(t, p)
-		optedOut = createPod(t, newPod(ns, map[string]string{servicehost.OptOutLabel: servicehost.OptOutValue}))
+		bare = createPod(t, newPod(ns))
+		ofReplicaSet = createPod(t, newPod(ns, fixtures.Label("app", "web"),
+			fixtures.OwnedBy(metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)})))
+		optedOut = createPod(t, newPod(ns, fixtures.Label(servicehost.OptOutLabel, servicehost.OptOutValue)))
 	})
-	require.Empty(t, allEnvs(bare)["app"], "the outage let the Pod in without the variables")
-	injected := createPod(t, newPod(ns, nil))
+	require.Empty(t, fixtures.Envs(bare)["app"], "the outage let the Pod in without the variables")
+	injected := createPod(t, newPod(ns))
 	wantInjected(t, injected)
 
 	// The audit runs with exactly the RBAC the remediation overlay ships.
 	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-audit", "rbac.yaml", "remediation/rbac.yaml")
 	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
-	recorder, err := testenv.Recorder(ctx, svcguard)
-	require.NoError(t, err)
+	recorder := testenv.Recorder(t, ctx, svcguard)
 	audit, err := servicehost.NewAudit(cs, recorder, servicehost.AuditOptions{
 		Interval: 200 * time.Millisecond, Remediate: true, RatePerMinute: 60, OwnNamespace: "svcguard",
 		ReportsPerPass: 1, // two missed Pods: the second is reported on a later pass, never lost
