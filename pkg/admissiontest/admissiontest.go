@@ -133,3 +133,22 @@ func mustMarshal(t testing.TB, obj runtime.Object) []byte {
 	}
 	return raw
 }
+
+// AsSent turns fuzzed bytes into what an object in an AdmissionReview can
+// be: the API server sends its own serialization, always valid JSON with no
+// duplicate keys, and controller-runtime keeps a "null" object as none. It
+// reports false for bytes that cannot arrive at all.
+func AsSent(b []byte) ([]byte, bool) {
+	if len(b) == 0 {
+		return nil, true
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, false
+	}
+	if v == nil {
+		return nil, true
+	}
+	out, err := json.Marshal(v)
+	return out, err == nil
+}

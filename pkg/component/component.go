@@ -16,6 +16,8 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -67,4 +69,18 @@ type Dependencies struct {
 	// Start runs r (informer caches, say) for as long as the server runs, on
 	// every replica.
 	Start func(r manager.Runnable) error
+}
+
+// CreateRequest is a CREATE of a core/v1 object of kind (its resource in the
+// plural) named svcguard-self-test in namespace svcguard-self-test, as the
+// API server would send it: what webhooks give as their SelfTest.
+func CreateRequest(kind, resource, object string) admissionv1.AdmissionRequest {
+	return admissionv1.AdmissionRequest{
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: kind},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: resource},
+		Namespace: "svcguard-self-test",
+		Name:      "svcguard-self-test",
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: []byte(object)},
+	}
 }

@@ -78,7 +78,7 @@ func FuzzHandler(f *testing.F) {
 		f.Add(s.shape, []byte(s.obj), []byte(s.old), "", s.admin, true)
 	}
 	f.Fuzz(func(t *testing.T, shape uint8, obj, old []byte, pin string, admin, restrict bool) {
-		raw, ok := asSent(obj)
+		raw, ok := admissiontest.AsSent(obj)
 		if !ok {
 			return
 		}
@@ -88,7 +88,7 @@ func FuzzHandler(f *testing.F) {
 		if raw, ok = withPin(raw, pin); !ok {
 			return
 		}
-		oldRaw, ok := asSent(old)
+		oldRaw, ok := admissiontest.AsSent(old)
 		if !ok {
 			return
 		}
@@ -140,25 +140,6 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("a refusal must say why in one line of text: %q", m)
 		}
 	})
-}
-
-// asSent turns fuzzed bytes into what an object in an AdmissionReview can
-// be: the API server sends its own serialization, always valid JSON with no
-// duplicate keys, and controller-runtime keeps a "null" object as none. It
-// reports false for bytes that cannot arrive at all.
-func asSent(b []byte) ([]byte, bool) {
-	if len(b) == 0 {
-		return nil, true
-	}
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, false
-	}
-	if v == nil {
-		return nil, true
-	}
-	out, err := json.Marshal(v)
-	return out, err == nil
 }
 
 // withPin sets the pin annotation of the object raw to pin, when raw is a

@@ -2,8 +2,8 @@ package nodeport
 
 import (
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/svcguard/svcguard/pkg/component"
 )
 
 // selfTestService is the Service of the readiness self-test: a NodePort
@@ -16,12 +16,5 @@ const selfTestService = `{"apiVersion":"v1","kind":"Service","metadata":{"name":
 // SelfTestRequest is the Service CREATE that readiness sends through the
 // guard's real handler every round (see component.Webhook.SelfTest).
 func SelfTestRequest() admissionv1.AdmissionRequest {
-	return admissionv1.AdmissionRequest{
-		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Service"},
-		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "services"},
-		Namespace: "svcguard-self-test",
-		Name:      "svcguard-self-test",
-		Operation: admissionv1.Create,
-		Object:    runtime.RawExtension{Raw: []byte(selfTestService)},
-	}
+	return component.CreateRequest("Service", "services", selfTestService)
 }

@@ -78,7 +78,7 @@ func FuzzHandler(f *testing.F) {
 		f.Add(uint8(0), []byte(one), []byte{}, e[0], e[1], true)
 	}
 	f.Fuzz(func(t *testing.T, shape uint8, obj, old []byte, envName, envValue string, withPort bool) {
-		raw, ok := asSent(obj)
+		raw, ok := admissiontest.AsSent(obj)
 		if !ok {
 			return
 		}
@@ -86,7 +86,7 @@ func FuzzHandler(f *testing.F) {
 		// into the first container directly, rather than waiting for the
 		// fuzzer to write it as JSON.
 		raw = withEnv(raw, envName, envValue)
-		oldRaw, ok := asSent(old)
+		oldRaw, ok := admissiontest.AsSent(old)
 		if !ok {
 			return
 		}
@@ -212,25 +212,6 @@ func firstEnv(env []corev1.EnvVar, name string) (corev1.EnvVar, bool) {
 		}
 	}
 	return corev1.EnvVar{}, false
-}
-
-// asSent turns fuzzed bytes into what an object in an AdmissionReview can
-// be: the API server sends its own serialization, always valid JSON with no
-// duplicate keys, and controller-runtime keeps a "null" object as none. It
-// reports false for bytes that cannot arrive at all.
-func asSent(b []byte) ([]byte, bool) {
-	if len(b) == 0 {
-		return nil, true
-	}
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, false
-	}
-	if v == nil {
-		return nil, true
-	}
-	out, err := json.Marshal(v)
-	return out, err == nil
 }
 
 // handleWithin calls the handler and fails when it does not answer within a

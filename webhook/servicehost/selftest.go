@@ -2,8 +2,8 @@ package servicehost
 
 import (
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/svcguard/svcguard/pkg/component"
 )
 
 // selfTestPod is the Pod of the readiness self-test: one container without
@@ -15,12 +15,5 @@ const selfTestPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"svcguar
 // SelfTestRequest is the Pod CREATE that readiness sends through this
 // webhook's real handler every round (see component.Webhook.SelfTest).
 func SelfTestRequest() admissionv1.AdmissionRequest {
-	return admissionv1.AdmissionRequest{
-		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-		Namespace: "svcguard-self-test",
-		Name:      "svcguard-self-test",
-		Operation: admissionv1.Create,
-		Object:    runtime.RawExtension{Raw: []byte(selfTestPod)},
-	}
+	return component.CreateRequest("Pod", "pods", selfTestPod)
 }
