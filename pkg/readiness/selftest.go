@@ -50,14 +50,19 @@ func (m SelfTestMark) Sign(r *http.Request) {
 	r.Header.Set(SelfTestHeader, m.token)
 }
 
+// Signed tells whether r carries this mark's token.
+func (m SelfTestMark) Signed(r *http.Request) bool {
+	got := r.Header.Get(SelfTestHeader)
+	return m.token != "" && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(m.token)) == 1
+}
+
 type selfTestKey struct{}
 
 // Context returns ctx marked as a self-test when r carries this mark's token,
 // and ctx unchanged otherwise. It fits controller-runtime's
 // admission.Webhook.WithContextFunc.
 func (m SelfTestMark) Context(ctx context.Context, r *http.Request) context.Context {
-	got := r.Header.Get(SelfTestHeader)
-	if m.token == "" || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(m.token)) != 1 {
+	if !m.Signed(r) {
 		return ctx
 	}
 	return context.WithValue(ctx, selfTestKey{}, true)

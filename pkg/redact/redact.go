@@ -8,6 +8,8 @@ package redact
 import (
 	"errors"
 	"regexp"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 )
@@ -83,4 +85,35 @@ func values(kv []any) []any {
 		}
 	}
 	return out
+}
+
+// maxName is the longest name Name passes on whole: a DNS label, and far
+// more than any kind, resource or port name the API server sends.
+const maxName = 63
+
+// Name is how a message or log line names something a request named (a
+// kind, a resource, a port): as is when it looks like a Kubernetes name,
+// quoted otherwise, and cut to 63 bytes either way, so that a client that
+// reaches the webhook directly cannot write lines or whole payloads into the
+// logs through a name.
+func Name(s string) string {
+	plain := len(s) <= maxName
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			plain = false
+		}
+	}
+	if plain {
+		return s
+	}
+	if len(s) > maxName {
+		cut := maxName
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "..."
+	}
+	return strconv.Quote(s)
 }

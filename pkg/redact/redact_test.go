@@ -2,6 +2,7 @@ package redact
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -50,4 +51,19 @@ func TestLoggerWrapsOneSinkFromManyGoroutines(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+func TestNameKeepsPlainNamesAndBoundsTheRest(t *testing.T) {
+	long := strings.Repeat("a", 100)
+	tests := []struct{ in, want string }{
+		{"Pod", "Pod"},
+		{"ephemeralcontainers", "ephemeralcontainers"},
+		{"x\ny", `"x\ny"`},
+		{"", ""},
+		{long, `"` + long[:63] + `"...`},
+		{strings.Repeat("é", 40), `"` + strings.Repeat("é", 31) + `"...`},
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.want, Name(tc.in), "Name(%q)", tc.in)
+	}
 }

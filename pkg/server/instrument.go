@@ -30,8 +30,9 @@ func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp a
 	}
 	start := time.Now()
 	// controller-runtime's logger already names the object, user and request ID.
-	logger := log.FromContext(ctx).WithValues("webhook", i.name, "kind", req.Kind.Kind,
-		"operation", req.Operation, "subResource", req.SubResource)
+	// Kind, operation and subresource are whatever the body says: bounded.
+	logger := log.FromContext(ctx).WithValues("webhook", i.name, "kind", redact.Name(req.Kind.Kind),
+		"operation", metrics.OperationLabel(req.Operation), "subResource", redact.Name(req.SubResource))
 
 	defer func() {
 		if r := recover(); r != nil {
@@ -73,7 +74,7 @@ func (i instrumented) selfTest(ctx context.Context, req admission.Request) (resp
 func panicked(webhook string, req admission.Request) admission.Response {
 	return admission.Errored(http.StatusInternalServerError,
 		fmt.Errorf("svcguard webhook %s failed internally on %s %s/%s (a bug: please report it with the svcguard logs)",
-			webhook, req.Kind.Kind, req.Namespace, req.Name))
+			webhook, redact.Name(req.Kind.Kind), redact.Name(req.Namespace), redact.Name(req.Name)))
 }
 
 // DecisionOf classifies a response for svcguard_admission_requests_total.

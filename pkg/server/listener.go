@@ -38,6 +38,9 @@ const (
 	// server, retires an idle connection: a server-side close races with the
 	// client reusing it.
 	DefaultIdleTimeout = 120 * time.Second
+	// BodyReadTimeout bounds how long a request that holds a slot of the
+	// in-flight cap may take to send its body.
+	BodyReadTimeout = 10 * time.Second
 	// DefaultMaxInFlight is the default of --max-in-flight-requests: each
 	// request may carry a body of up to 7 MiB (controller-runtime's limit, as
 	// an UPDATE holds two objects), so 32 bound hostile bodies to 224 MiB,
@@ -68,7 +71,11 @@ type listener struct {
 	maxInFlight int
 	// inFlight holds one token per request being answered.
 	inFlight chan struct{}
-	log      logr.Logger
+	// uncapped tells the requests the cap never refuses (readiness's
+	// self-test: a full cap must not make every replica unready at once).
+	uncapped        func(*http.Request) bool
+	bodyReadTimeout time.Duration
+	log             logr.Logger
 }
 
 // listenerOption changes a listener's setting from its default.
@@ -84,6 +91,16 @@ func withMaxInFlight(n int) listenerOption {
 	}
 }
 
+// withUncapped exempts the requests exempt reports from the in-flight cap.
+func withUncapped(exempt func(*http.Request) bool) listenerOption {
+	return func(l *listener) { l.uncapped = exempt }
+}
+
+// withBodyReadTimeout sets BodyReadTimeout (tests use a short one).
+func withBodyReadTimeout(d time.Duration) listenerOption {
+	return func(l *listener) { l.bodyReadTimeout = d }
+}
+
 // withReadHeaderTimeout sets the read-header timeout (tests use a short one).
 func withReadHeaderTimeout(d time.Duration) listenerOption {
 	return func(l *listener) { l.readHeaderTimeout = d }
@@ -91,7 +108,7 @@ func withReadHeaderTimeout(d time.Duration) listenerOption {
 
 func newListener(addr string, tlsConfig *tls.Config, handler http.Handler, log logr.Logger, opts ...listenerOption) *listener {
 	requests, cancel := context.WithCancel(context.Background())
-	l := &listener{addr: addr, cancelRequests: cancel, readHeaderTimeout: DefaultReadHeaderTimeout, maxInFlight: DefaultMaxInFlight, log: log}
+	l := &listener{addr: addr, cancelRequests: cancel, readHeaderTimeout: DefaultReadHeaderTimeout, maxInFlight: DefaultMaxInFlight, bodyReadTimeout: BodyReadTimeout, log: log}
 	for _, o := range opts {
 		o(l)
 	}
@@ -123,9 +140,16 @@ func newListener(addr string, tlsConfig *tls.Config, handler http.Handler, log l
 // exactly the admission requests.
 func (l *listener) limitInFlight(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l.uncapped != nil && l.uncapped(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		select {
 		case l.inFlight <- struct{}{}:
 			defer func() { <-l.inFlight }()
+			// The API server sends a body at once: a client that trickles it
+			// holds a slot for BodyReadTimeout at most, not the 40s ReadTimeout.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(l.bodyReadTimeout))
 			next.ServeHTTP(w, r)
 		default:
 			metrics.AdmissionThrottled.Inc()

@@ -259,6 +259,47 @@ func TestListenerAnswers429BeyondTheInFlightCap(t *testing.T) {
 	assert.Equal(t, http.StatusOK, a.status, "below the cap again, requests are served: %s", a.body)
 }
 
+// TestListenerCapSparesTheSelfTestAndFreesSlotsFromSlowBodies: with the cap
+// held by a client that trickles its body, readiness's self-test is still
+// answered (a full cap must not make every replica unready), and the slow
+// client loses its slot after the body-read timeout.
+func TestListenerCapSparesTheSelfTestAndFreesSlotsFromSlowBodies(t *testing.T) {
+	l := newListener("127.0.0.1:0", nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, "body not read: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		_, _ = io.WriteString(w, "answered")
+	}), logr.Discard(), withMaxInFlight(1), withBodyReadTimeout(300*time.Millisecond),
+		withUncapped(func(r *http.Request) bool { return r.Header.Get("Self-Test") == "yes" }))
+	addr := serveListener(t, l)
+
+	slow, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer slow.Close()
+	_, err = io.WriteString(slow, "POST /webhooks/service-host HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	require.NoError(t, err)
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func(selfTest bool) int {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/webhooks/service-host", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		if selfTest {
+			req.Header.Set("Self-Test", "yes")
+		}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return post(false) == http.StatusTooManyRequests }, 5*time.Second, 10*time.Millisecond,
+		"the slow client holds the only slot")
+	assert.Equal(t, http.StatusOK, post(true), "the self-test is answered whatever the cap")
+	assert.Eventually(t, func() bool { return post(false) == http.StatusOK }, 10*time.Second, 50*time.Millisecond,
+		"the slow client's slot is freed once its body misses the body-read timeout")
+}
+
 func TestListenerKeepsTheDefaultCapForANonPositiveOne(t *testing.T) {
 	assert.Equal(t, DefaultMaxInFlight, newListener("127.0.0.1:0", nil, http.NotFoundHandler(), logr.Discard(), withMaxInFlight(0)).maxInFlight)
 	assert.Equal(t, 7, cap(newListener("127.0.0.1:0", nil, http.NotFoundHandler(), logr.Discard(), withMaxInFlight(7)).inFlight))

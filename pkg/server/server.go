@@ -142,6 +142,7 @@ func New(opts *options.Server) (*Server, error) {
 	// (controller_runtime_webhook_*), and its mux is served by the listener.
 	mux := http.NewServeMux()
 	hooks := webhook.NewServer(webhook.Options{WebhookMux: mux})
+	selfTest := readiness.NewSelfTestMark()
 	tlsConfig := &tls.Config{
 		GetCertificate: certs.GetCertificate,
 		// The API server talks HTTP/1.1 to webhooks; refusing HTTP/2 also
@@ -155,10 +156,10 @@ func New(opts *options.Server) (*Server, error) {
 		log:      logger,
 		certs:    certs,
 		hooks:    hooks,
-		listener: newListener(opts.WebhookBindAddress, tlsConfig, mux, logger.WithName("webhook-listener"), withMaxInFlight(opts.MaxInFlightRequests)),
+		listener: newListener(opts.WebhookBindAddress, tlsConfig, mux, logger.WithName("webhook-listener"), withMaxInFlight(opts.MaxInFlightRequests), withUncapped(selfTest.Signed)),
 		configs:  configs,
 		elector:  elector,
-		selfTest: readiness.NewSelfTestMark(),
+		selfTest: selfTest,
 		deps: component.Dependencies{
 			Decoder:       admission.NewDecoder(mgr.GetScheme()),
 			Client:        clientset,

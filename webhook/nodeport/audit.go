@@ -126,7 +126,7 @@ func (a *Audit) Findings() []Finding {
 			}
 			ref := PortRef{Namespace: s.Namespace, Name: s.Name, Port: portKey(p)}
 			if pin, ok := own[ref]; ok {
-				if why, lost := a.guard.resolvePins(pin, svc, own, a.caches).lost[ref]; lost {
+				if why, lost := a.guard.resolvePins(pin, svc, own, a.caches, PortRef{}).lost[ref]; lost {
 					f := Finding{Service: s.String(), Port: portLabel(p), NodePort: p.NodePort, Pin: pin}
 					f.fail(PinConflict, why)
 					out = append(out, f)

@@ -35,8 +35,8 @@ type Handler struct {
 func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
 	if req.Kind.Group != "" || req.Kind.Kind != "Service" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf(
-			"node-port guard received a %s %q, but only handles Services: check the rules of the ValidatingWebhookConfiguration",
-			req.Kind.Kind, req.Resource.Resource))
+			"node-port guard received a %s %.63q, but only handles Services: check the rules of the ValidatingWebhookConfiguration",
+			redact.Name(req.Kind.Kind), req.Resource.Resource))
 	}
 	if req.SubResource != "" || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
 		return admission.Allowed("node-port guard: nothing to judge")

@@ -30,6 +30,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/svcguard/svcguard/pkg/options"
+	"github.com/svcguard/svcguard/pkg/redact"
 )
 
 // Annotations a Service carries for the guard.
@@ -202,6 +203,7 @@ func ParsePinFlag(s string) (PortRef, int32, error) {
 // whatever a client wrote, and errors end up in logs.
 func ParsePinAnnotation(value string) (map[string]int32, error) {
 	pins := map[string]int32{}
+	firstItem := map[string]int{}
 	for i, item := range strings.Split(value, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
@@ -216,26 +218,18 @@ func ParsePinAnnotation(value string) (map[string]int32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("item %d: the nodePort is not a port from 1 to 65535", i+1)
 		}
-		if prev, twice := pins[port]; twice {
-			return nil, fmt.Errorf("item %d pins port %s again (%d, after %d)", i+1, portText(port), n, prev)
+		if _, twice := pins[port]; twice {
+			return nil, fmt.Errorf("item %d pins a port that item %d pins already", i+1, firstItem[port])
 		}
-		pins[port] = n
+		pins[port], firstItem[port] = n, i+1
 	}
 	return pins, nil
 }
 
-// portText is how messages name a port taken from the pin annotation: as is
-// when it could be a port name or number, quoted otherwise, so that a message
-// stays one line whatever a client wrote.
+// portText is how messages name a port taken from the pin annotation: a
+// client wrote it, so it is quoted unless it looks like a name, and bounded.
 func portText(s string) string {
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-		default:
-			return strconv.Quote(s)
-		}
-	}
-	return s
+	return redact.Name(s)
 }
 
 // annotationPins returns the pins a Service's annotation declares, as refs,

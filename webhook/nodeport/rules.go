@@ -144,12 +144,12 @@ func (g *Guard) assess(svc *corev1.Service, p corev1.ServicePort, n int32, own m
 		a.Held = append(a.Held, "not reserved")
 	}
 
-	onN := g.resolvePins(n, svc, own, view)
+	onN := g.resolvePins(n, svc, own, view, PortRef{})
 	pin, pinned := g.Pins.Of(ref)
 	if m, ok := own[ref]; ok && !pinned {
 		onM := onN
 		if m != n {
-			onM = g.resolvePins(m, svc, own, view)
+			onM = g.resolvePins(m, svc, own, view, PortRef{})
 		}
 		pin, pinned = m, onM.counts(ref) // a pin that lost a conflict pins nothing
 	}
@@ -171,7 +171,13 @@ func (g *Guard) assess(svc *corev1.Service, p corev1.ServicePort, n int32, own m
 		a.Held = append(a.Held, "hostPorts not checked yet")
 	default:
 		if pods := view.HostPortPods(n, p.Protocol); len(pods) > 0 {
-			a.fail("host-port", "hostPort of Pod "+strings.Join(pods, ", "))
+			if flag, ok := g.Pins.Of(ref); ok && flag == n {
+				// Whoever may create a Pod could otherwise free a flag-pinned
+				// nodePort with a hostPort (even on a Pod that never runs).
+				a.Held = append(a.Held, "its flag pin outranks the hostPort of Pod "+strings.Join(pods, ", "))
+			} else {
+				a.fail("host-port", "hostPort of Pod "+strings.Join(pods, ", "))
+			}
 		} else {
 			a.Held = append(a.Held, "no hostPort")
 		}
@@ -218,14 +224,16 @@ func (r pinResolution) counts(ref PortRef) bool {
 //   - a flag pin outranks any annotation pin: the annotation pin of a port
 //     that has a flag pin, or on a nodePort flag-pinned to another port,
 //     counts for nothing;
-//   - an annotation pin alone on n counts;
+//   - an annotation pin alone on n counts, unless a port of another Service
+//     holds n: a pin never takes a nodePort from the Service that holds it
+//     (claimant, the port whose claim on n is being judged, holds nothing yet);
 //   - of several annotation pins on n, those whose port holds n count; when
 //     none holds it, none counts.
 //
 // A pin that counts for nothing is lost: it never makes a nodePort
 // incorrect, another port's or its own. self and own (its pins on ports it
 // has) stand in for the cache's copy of the Service under judgment.
-func (g *Guard) resolvePins(n int32, self *corev1.Service, own map[PortRef]int32, view View) pinResolution {
+func (g *Guard) resolvePins(n int32, self *corev1.Service, own map[PortRef]int32, view View, claimant PortRef) pinResolution {
 	var candidates []PortRef
 	for o, pin := range own {
 		if pin == n {
@@ -254,11 +262,22 @@ func (g *Guard) resolvePins(n int32, self *corev1.Service, own map[PortRef]int32
 		}
 		left = append(left, o)
 	}
-	if len(left) <= 1 {
-		res.counted = left
+	holders := holdersOf(n, self, view)
+	if len(left) == 1 {
+		o := left[0]
+		var rivals []PortRef
+		for _, h := range holders {
+			if h != claimant && (h.Namespace != o.Namespace || h.Name != o.Name) {
+				rivals = append(rivals, h)
+			}
+		}
+		if len(rivals) == 0 || slices.Contains(holders, o) {
+			res.counted = left
+		} else {
+			res.lost[o] = fmt.Sprintf("%d is held by %s, not by the pinned port", n, joinRefs(rivals))
+		}
 		return res
 	}
-	holders := holdersOf(n, self, view)
 	for _, o := range left {
 		if slices.Contains(holders, o) {
 			res.counted = append(res.counted, o)
@@ -354,10 +373,22 @@ func (g *Guard) Judge(r Review) Verdict {
 		}
 		v.Denials = append(v.Denials, fmt.Sprintf("%s: %s; set annotation %s=true to force", key, msg, AllowAnnotation))
 	}
+	// claim judges taking a nodePort. Only a node-port admin may force a bad
+	// claim: the allow annotation, which whoever edits the Service can set,
+	// forces moves of the Service's own nodePorts, never taking a nodePort
+	// that is reserved or belongs to another port.
 	claim := func(p corev1.ServicePort) {
 		judged = true
-		if msg := g.badClaim(svc, p, own, r.View); msg != "" {
-			deny(fmt.Sprintf("port %s nodePort %d denied: %s", portLabel(p), p.NodePort, msg),
+		others, mine := g.badClaim(svc, p, own, r.View)
+		switch {
+		case others == "" && mine == "":
+		case admin != "":
+			v.warn("forced by node-port admin %s: port %s takes nodePort %d", admin, portLabel(p), p.NodePort)
+		case others != "":
+			v.Denials = append(v.Denials, fmt.Sprintf("%s: port %s nodePort %d denied: %s; choose another nodePort (or leave it "+
+				"to the API server), or ask a node-port admin (--node-port-admins)", key, portLabel(p), p.NodePort, others))
+		default:
+			deny(fmt.Sprintf("port %s nodePort %d denied: %s", portLabel(p), p.NodePort, mine),
 				fmt.Sprintf("port %s takes nodePort %d", portLabel(p), p.NodePort))
 		}
 	}
@@ -419,18 +450,26 @@ func (g *Guard) Judge(r Review) Verdict {
 	return v
 }
 
-// badClaim says why svc may not take nodePort p.NodePort: it is reserved or
-// pinned to another port. Empty: the claim is fine.
-func (g *Guard) badClaim(svc *corev1.Service, p corev1.ServicePort, own map[PortRef]int32, view View) string {
+// badClaim says why svc may not take nodePort p.NodePort: others is set when
+// the nodePort is reserved or pinned to another port (only a node-port admin
+// may force that), mine when it is not the port's own flag pin (the allow
+// annotation may force that, as any change to the Service's own nodePorts).
+// Both empty: the claim is fine.
+func (g *Guard) badClaim(svc *corev1.Service, p corev1.ServicePort, own map[PortRef]int32, view View) (others, mine string) {
 	ref := PortRef{Namespace: svc.Namespace, Name: svc.Name, Port: portKey(p)}
 	var why []string
 	if g.Reserved.Contains(p.NodePort) {
 		why = append(why, fmt.Sprintf("%d is reserved", p.NodePort))
 	}
-	if others := g.pinnedElsewhere(ref, p.NodePort, g.resolvePins(p.NodePort, svc, own, view)); len(others) > 0 {
+	if others := g.pinnedElsewhere(ref, p.NodePort, g.resolvePins(p.NodePort, svc, own, view, ref)); len(others) > 0 {
 		why = append(why, fmt.Sprintf("%d is pinned to %s", p.NodePort, strings.Join(others, ", ")))
 	}
-	return strings.Join(why, " and ")
+	if pin, ok := g.Pins.Of(ref); ok && pin != p.NodePort {
+		// Without this, a flag-pinned port could come back with a random
+		// nodePort after a round trip through ClusterIP, or a rename.
+		mine = fmt.Sprintf("the port is pinned to %d by --pinned-node-ports", pin)
+	}
+	return strings.Join(why, " and "), mine
 }
 
 // judgePins judges the annotation pins of r.New: every pin must name a port
@@ -448,7 +487,9 @@ func (g *Guard) judgePins(r Review, pins map[PortRef]int32, admin string, v *Ver
 	for _, o := range sortedPinRefs(pins) {
 		n := pins[o]
 		prev, had := old[o]
-		changed := !had || prev != n
+		// A pin is a new claim when it is new, changed, or names a port the
+		// old object lacked: a dormant pin must not wake up unjudged.
+		changed := !had || prev != n || (hasPort(svc, o.Port) && !hasPort(r.Old, o.Port))
 		what := fmt.Sprintf("%s/%s: annotation %s pin %s=%d denied", svc.Namespace, svc.Name, PinAnnotation, portText(o.Port), n)
 		if !hasPort(svc, o.Port) {
 			// Judged when the pin is set, and when the change removes its port;
@@ -496,7 +537,11 @@ func (g *Guard) badPin(o PortRef, n int32, svc *corev1.Service, view View) strin
 	if len(owners) > 0 {
 		why = append(why, fmt.Sprintf("%d is pinned to %s by --pinned-node-ports", n, joinRefs(owners)))
 	}
-	if view.Synced() {
+	if !view.Synced() {
+		// A pin claim is never urgent the way a deploy is: wait for the
+		// caches rather than admit a claim on a nodePort someone may hold.
+		why = append(why, fmt.Sprintf("svcguard cannot tell yet who holds or pins %d (its caches are not synced); try again in a minute", n))
+	} else {
 		holders := slices.DeleteFunc(otherServices(view.Holders(n), svc), func(h PortRef) bool { return slices.Contains(owners, h) })
 		if len(holders) > 0 { // a flag pin's owner holding its nodePort is named once
 			why = append(why, fmt.Sprintf("%d is held by %s", n, joinRefs(holders)))

@@ -105,10 +105,10 @@ func TestJudge(t *testing.T) {
 			wantWarning: "30445 was pinned to istio-ingress/istio-ingressgateway:tcp",
 		},
 		{
-			name: "rule 3: a nodePort pinned by another Service's annotation may be moved off it",
+			name: "rule 3: a lone annotation pin of another Service never takes a nodePort from the Service that holds it: the move is denied",
 			old:  fixtures.Service("a", "web", fixtures.Port("http", 80, 31500)), new: fixtures.Service("a", "web", fixtures.Port("http", 80, 31001)),
-			view:        fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
-			wantWarning: "31500 was pinned to b/db:pg",
+			view:       fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
+			wantDenial: "31500 -> 31001 denied: 31500 is correctly allocated", wantReassignment: true,
 		},
 		{
 			name:        "rule 3: a nodePort pinned to another port of the same Service may be moved off it",
@@ -165,6 +165,41 @@ func TestJudge(t *testing.T) {
 			name:       "create: claiming a reserved nodePort is denied",
 			new:        fixtures.Service("other", "svc", fixtures.Port("http", 80, 30101)),
 			wantDenial: "30101 is reserved",
+		},
+		{
+			name: "holes found in review: the allow annotation cannot force taking a flag-pinned nodePort; only a node-port admin can",
+			new:  fixtures.Service("tenant", "grab", fixtures.Annotation(AllowAnnotation, "true"), fixtures.Port("http", 80, 30445)),
+			wantDenial: `tenant/grab: port "http" nodePort 30445 denied: 30445 is pinned to istio-ingress/istio-ingressgateway:tcp; ` +
+				"choose another nodePort (or leave it to the API server), or ask a node-port admin (--node-port-admins)",
+		},
+		{
+			name:       "holes found in review: the allow annotation cannot force taking another Service's annotation-pinned nodePort",
+			new:        fixtures.Service("tenant", "grab", fixtures.Annotation(AllowAnnotation, "true"), fixtures.Port("http", 80, 31500)),
+			view:       fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
+			wantDenial: "31500 is pinned to b/db:pg",
+		},
+		{
+			name: "holes found in review: a node-port admin may force taking a flag-pinned nodePort, with a warning",
+			new:  fixtures.Service("tenant", "grab", fixtures.Port("http", 80, 30445)), user: "platform-admin",
+			wantWarning: `forced by node-port admin user platform-admin: port "http" takes nodePort 30445`,
+		},
+		{
+			name: "holes found in review: a flag-pinned port back from ClusterIP with a random nodePort is denied",
+			old:  gw(fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("tcp", 443, 0)), new: gw(fixtures.Port("tcp", 443, 30194)),
+			wantDenial: `port "tcp" nodePort 30194 denied: the port is pinned to 30445 by --pinned-node-ports; set annotation svcguard.io/allow-node-port-reassignment=true to force`,
+		},
+		{
+			name:        "holes found in review: the allow annotation may force the Service's own flag-pinned port elsewhere, with a warning",
+			old:         gw(fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("tcp", 443, 0)),
+			new:         gw(fixtures.Annotation(AllowAnnotation, "true"), fixtures.Port("tcp", 443, 30194)),
+			wantWarning: `forced by annotation svcguard.io/allow-node-port-reassignment: port "tcp" takes nodePort 30194`,
+		},
+		{
+			name: "holes found in review: a tenant's hostPort Pod on a flag-pinned nodePort does not free it: the move is denied",
+			old:  gw(fixtures.Port("tcp", 443, 30445)), new: gw(fixtures.Port("tcp", 443, 30194)),
+			view:             fakeView{hostPorts: map[int32][]string{30445: {"tenant/unschedulable"}}},
+			wantDenial:       "30445 is correctly allocated (in range 30000-32767, not reserved, pinned to this port, its flag pin outranks the hostPort of Pod tenant/unschedulable)",
+			wantReassignment: true,
 		},
 		{
 			name:       "create: claiming a nodePort pinned by another Service's annotation is denied",
@@ -386,6 +421,21 @@ func TestJudgeAnnotationPins(t *testing.T) {
 			new:  fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "metrics=31001"), fixtures.Annotation("owner", "x"), fixtures.Port("http", 80, 31000)),
 		},
 		{
+			name: "holes found in review: a dormant pin wakes up judged when its port is added, and a held nodePort is denied",
+			old:  fixtures.Service("tenant", "t", fixtures.Annotation(PinAnnotation, "metrics=31446"), fixtures.Port("http", 80, 31000)),
+			new: fixtures.Service("tenant", "t", fixtures.Annotation(PinAnnotation, "metrics=31446"),
+				fixtures.Port("http", 80, 31000), fixtures.Port("metrics", 9090, 31447)),
+			view:       fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
+			wantDenial: "pin metrics=31446 denied: 31446 is held by b/holder:web" + howToFix,
+		},
+		{
+			name:        "holes found in review: a pin claim waits for synced caches, it is never urgent",
+			new:         clusterIP("tenant", "t", fixtures.Annotation(PinAnnotation, "http=31447")),
+			view:        fakeView{unsynced: true},
+			wantDenial:  "svcguard cannot tell yet who holds or pins 31447 (its caches are not synced); try again in a minute",
+			wantWarning: "caches not synced",
+		},
+		{
 			name:             "a pre-existing annotation pin on a flag-pinned nodePort does not let its owner move it",
 			old:              fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30446)),
 			new:              fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30500)),
@@ -407,7 +457,7 @@ func TestJudgeAnnotationPins(t *testing.T) {
 		{
 			name:       "a pin annotation that pins one port twice is malformed",
 			new:        fixtures.Service("a", "web", fixtures.Annotation(PinAnnotation, "http=31000,http=31001"), fixtures.Port("http", 80, 31000)),
-			wantDenial: `is malformed: item 2 pins port http again (31001, after 31000); write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
+			wantDenial: `is malformed: item 2 pins a port that item 1 pins already; write it as PORTNAME=NODEPORT[,PORTNAME=NODEPORT...]`,
 		},
 		{
 			name:       "restricted: a non-admin adding the pin annotation is denied, saying who may",
@@ -525,10 +575,9 @@ func TestAssessPinAuthority(t *testing.T) {
 			wantHeld: "not pinned elsewhere",
 		},
 		{
-			name:        "a single annotation pin still counts against an unpinned holder (rule 3)",
-			svc:         fixtures.Service("c", "squatter", fixtures.Port("http", 80, 31500)),
-			view:        fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
-			wantReasons: []string{"pinned-elsewhere"},
+			name: "a lone annotation pin does not count against the Service that holds its nodePort: the holder stays correct",
+			svc:  fixtures.Service("c", "holder", fixtures.Port("http", 80, 31500)),
+			view: fakeView{pins: map[int32][]PortRef{31500: {{Namespace: "b", Name: "db", Port: "pg"}}}},
 		},
 		{
 			name:        "an uncontested annotation pin still counts for its own port (rule 4)",

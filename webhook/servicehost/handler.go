@@ -31,8 +31,8 @@ type Handler struct {
 func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf(
-			"service-host webhook received a %s %q, but only handles Pods: check the rules of the MutatingWebhookConfiguration",
-			req.Kind.Kind, req.Resource.Resource))
+			"service-host webhook received a %s %.63q, but only handles Pods: check the rules of the MutatingWebhookConfiguration",
+			redact.Name(req.Kind.Kind), req.Resource.Resource))
 	}
 	create := req.Operation == admissionv1.Create && req.SubResource == ""
 	debug := req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers"

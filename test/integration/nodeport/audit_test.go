@@ -100,10 +100,11 @@ func TestEnvtestAuditReportsAPreExistingPinConflict(t *testing.T) {
 	tenant := fixtures.Service(ns, "tenant", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0),
 		fixtures.Annotation(nodeport.PinAnnotation, "http=30601"))
 	require.NoError(t, suite.Env.Client.Create(ctx, tenant), "30601 is free and pinned by no flag the suite's guard knows: a fine claim")
-	// The suite's guard sees 30601 pinned by the tenant's annotation: the
-	// gateway takes it by force, as a Service created while svcguard was down would.
-	gateway := fixtures.Service(ns, "gateway", fixtures.Port("https", 443, 30601), fixtures.Annotation(nodeport.AllowAnnotation, "true"))
-	require.NoError(t, suite.Env.Client.Create(ctx, gateway))
+	// The suite's guard sees 30601 pinned by the tenant's annotation: a
+	// node-port admin makes the gateway take it by force, as a Service
+	// created while svcguard was down would.
+	gateway := fixtures.Service(ns, "gateway", fixtures.Port("https", 443, 30601))
+	require.NoError(t, asNodePortAdmin(t).Create(ctx, gateway))
 
 	guard := suiteGuard(t)
 	guard.Pins.Add(nodeport.PortRef{Namespace: ns, Name: "gateway", Port: "https"}, 30601) // the flag pin arrives later

@@ -194,6 +194,14 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 			`pin a nodePort that is in range, not reserved, not pinned and not held by another Service, or ask a node-port admin (--node-port-admins)`)
 	})
 
+	t.Run("the allow annotation does not let a tenant take a flag-pinned nodePort its owner does not hold", func(t *testing.T) {
+		grab := fixtures.Service(tenant, "grab", fixtures.Port("http", 80, 30445), fixtures.Annotation(nodeport.AllowAnnotation, "true"))
+		_, err := c.CoreV1().Services(tenant).Create(ctx, grab, metav1.CreateOptions{})
+		require.Error(t, err, "while the gateway is away, 30445 is still its own")
+		assert.Contains(t, err.Error(), tenant+`/grab: port "http" nodePort 30445 denied: 30445 is pinned to istio-ingress/istio-ingressgateway:tcp; `+
+			`choose another nodePort (or leave it to the API server), or ask a node-port admin (--node-port-admins)`)
+	})
+
 	t.Run("the pin's owner still may not move 30446 -> 30500", func(t *testing.T) {
 		want := `default/pinned: port "http" nodePort 30446 -> 30500 denied: 30446 is correctly allocated ` +
 			`(in range 30000-32767, not reserved, pinned to this port, no hostPort)`

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/svcguard/svcguard/pkg/server"
 	"github.com/svcguard/svcguard/pkg/testenv"
@@ -33,9 +35,24 @@ func TestMain(m *testing.M) { suite.Main(m) }
 
 // guardOptions are the settings of the suite's guard: the gateway's tcp port
 // pinned to 30445 and default/pinned's http port to 30446, by flag.
+// nodePortAdmin is the user the suite's guard lets force any change.
+const nodePortAdmin = "platform-admin"
+
+// asNodePortAdmin is a client that acts as nodePortAdmin (the suite's admin
+// impersonates it).
+func asNodePortAdmin(t *testing.T) client.Client {
+	t.Helper()
+	cfg := rest.CopyConfig(suite.Env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: nodePortAdmin, Groups: []string{"system:masters"}}
+	c, err := client.New(cfg, client.Options{})
+	require.NoError(t, err)
+	return c
+}
+
 func guardOptions() *nodeport.Options {
 	opts := nodeport.NewOptions()
 	opts.PinnedNodePorts = []string{"istio-ingress/istio-ingressgateway:tcp=30445", "default/pinned:http=30446"}
+	opts.NodePortAdmins = []string{nodePortAdmin}
 	return opts
 }
 
