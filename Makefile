@@ -25,7 +25,7 @@ TEST_FLAGS ?= $(RACE) -count=1 -timeout 20m
 all: lint build test
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## Build bin/svcguard.
 	go build -ldflags "$(LDFLAGS)" -o bin/svcguard ./cmd/svcguard
