@@ -8,6 +8,7 @@ package metrics
 
 import (
 	"errors"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -151,6 +152,23 @@ func Register(r prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// DecisionOf classifies an admission response; patched tells whether it
+// carries a JSON patch. A refusal with HTTP code 403 (or none) is a denial by
+// a rule; any other code means the request could not be judged. The request
+// counter and readiness's self-test judge answers by this one rule.
+func DecisionOf(r *admissionv1.AdmissionResponse, patched bool) Decision {
+	switch {
+	case r.Allowed && patched:
+		return Patched
+	case r.Allowed:
+		return Allowed
+	case r.Result == nil || r.Result.Code == 0 || r.Result.Code == http.StatusForbidden:
+		return Denied
+	default:
+		return Error
+	}
 }
 
 // ObserveAdmission records one answered request. The operation comes from

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/utils/ptr"
+
+	"github.com/svcguard/svcguard/pkg/metrics"
 )
 
 // SelfTestHeader carries the token that marks the serving check's requests.
@@ -91,7 +93,7 @@ func (m SelfTestMark) send(ctx context.Context, client *http.Client, url string,
 	if err != nil {
 		return err
 	}
-	if r := answer.Response; !r.Allowed && r.Result != nil && r.Result.Code != 0 && r.Result.Code != http.StatusForbidden {
+	if r := answer.Response; metrics.DecisionOf(r, len(r.Patch) > 0) == metrics.Error {
 		return fmt.Errorf("a %s of %s was answered with an error, HTTP code %d: %s; every such request fails the same way",
 			req.Operation, req.Kind.Kind, r.Result.Code, r.Result.Message)
 	}

@@ -77,20 +77,10 @@ func panicked(webhook string, req admission.Request) admission.Response {
 			webhook, redact.Name(req.Kind.Kind), redact.Name(req.Namespace), redact.Name(req.Name)))
 }
 
-// DecisionOf classifies a response for svcguard_admission_requests_total.
-// A refusal with HTTP code 403 (or none) is a denial by a rule; any other code
-// means the request could not be judged.
+// DecisionOf classifies a handler's response for
+// svcguard_admission_requests_total (see metrics.DecisionOf).
 func DecisionOf(resp admission.Response) metrics.Decision {
-	switch {
-	case resp.Allowed && (len(resp.Patches) > 0 || len(resp.Patch) > 0):
-		return metrics.Patched
-	case resp.Allowed:
-		return metrics.Allowed
-	case resultCode(resp) == 0 || resultCode(resp) == http.StatusForbidden:
-		return metrics.Denied
-	default:
-		return metrics.Error
-	}
+	return metrics.DecisionOf(&resp.AdmissionResponse, len(resp.Patches) > 0 || len(resp.Patch) > 0)
 }
 
 func resultCode(resp admission.Response) int32 {
