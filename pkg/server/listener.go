@@ -39,7 +39,10 @@ const (
 	// client reusing it.
 	DefaultIdleTimeout = 120 * time.Second
 	// BodyReadTimeout bounds how long a request that holds a slot of the
-	// in-flight cap may take to send its body.
+	// in-flight cap may take to send its body. It stays the connection's read
+	// deadline while the handler runs, so it also bounds the answer, far above
+	// what a decision takes (microseconds) and above the manifests' 5s
+	// timeoutSeconds, after which the API server has given up anyway.
 	BodyReadTimeout = 10 * time.Second
 	// DefaultMaxInFlight is the default of --max-in-flight-requests: each
 	// request may carry a body of up to 7 MiB (controller-runtime's limit, as
