@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -23,7 +24,7 @@ func main() {
 	}
 
 	serverOpts, serviceHost, nodePorts := options.NewServer(), servicehost.NewOptions(), nodeport.NewOptions()
-	if err := options.Parse("svcguard", os.Args[1:], os.Stdout, serverOpts, serviceHost, nodePorts); err != nil {
+	if err := parse(os.Args[1:], os.Stdout, serverOpts, serviceHost, nodePorts); err != nil {
 		if errors.Is(err, options.ErrHelp) {
 			return
 		}
@@ -48,6 +49,12 @@ func main() {
 	if err := srv.Run(ctrl.SetupSignalHandler()); err != nil {
 		exit(err)
 	}
+}
+
+// parse reads the command line into every component's settings: the one
+// flag set of the binary, which the manifests' tests parse too.
+func parse(args []string, out io.Writer, server *options.Server, serviceHost *servicehost.Options, nodePorts *nodeport.Options) error {
+	return options.Parse("svcguard", args, out, server, serviceHost, nodePorts)
 }
 
 // exit prints err as one line and exits 1: an operator reading a

@@ -39,7 +39,7 @@ func run(binary, host, port string, once bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	step("Starting a local control plane (kube-apiserver + etcd) and registering manifests/webhook with a throwaway CA")
+	step("Starting a local control plane (kube-apiserver + etcd) and registering the webhook configurations of manifests/overlays/default with a throwaway CA")
 	env, err := testenv.Start(testenv.Options{})
 	if err != nil {
 		return err

@@ -31,13 +31,20 @@ type Authority struct {
 // NewAuthority creates a CA valid for a day.
 func NewAuthority(t testing.TB) *Authority {
 	t.Helper()
+	return NewAuthorityUntil(t, time.Now().Add(24*time.Hour))
+}
+
+// NewAuthorityUntil creates a CA valid until notAfter, for tests of what
+// expires when.
+func NewAuthorityUntil(t testing.TB, notAfter time.Time) *Authority {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatalf("generating the CA key: %v", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "svcguard test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -88,21 +95,28 @@ func (a *Authority) Issue(t testing.TB, notBefore time.Time, life time.Duration,
 func (a *Authority) IssueFiles(t testing.TB, dir string) *tls.Certificate {
 	t.Helper()
 	cert := a.Issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1", "localhost")
-	keyDER, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
-	if err != nil {
-		t.Fatalf("encoding the serving key: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	chain, key := EncodePEM(t, cert)
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), key, 0o600); err != nil {
 		t.Fatal(err)
-	}
-	var chain []byte
-	for _, der := range cert.Certificate {
-		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), chain, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return cert
+}
+
+// EncodePEM returns cert's chain and its ECDSA key as PEM, the contents of
+// tls.crt and tls.key.
+func EncodePEM(t testing.TB, cert *tls.Certificate) (chain, key []byte) {
+	t.Helper()
+	keyDER, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatalf("encoding the serving key: %v", err)
+	}
+	for _, der := range cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return chain, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
 
 func randomSerial() *big.Int {

@@ -81,6 +81,20 @@ var (
 		Help: "1 while this replica reports ready on /readyz, 0 otherwise (starting, a check holding readiness back, or draining on shutdown).",
 	})
 
+	// ServingCertificateExpiration is the NotAfter of the served certificate.
+	ServingCertificateExpiration = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_serving_certificate_expiration_timestamp_seconds",
+		Help: "NotAfter (unix seconds) of the certificate this replica serves to the API server, set by the tls readiness check; 0 until one is loaded.",
+	})
+
+	// CACertificateExpiration is the NotAfter of the CA the API server trusts
+	// this replica through.
+	CACertificateExpiration = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_ca_certificate_expiration_timestamp_seconds",
+		Help: "NotAfter (unix seconds) of the CA certificate in the webhook configurations' caBundle that verifies the served certificate " +
+			"(the earliest over the configurations), set by the ca-bundle readiness check; 0 while no caBundle verifies it.",
+	})
+
 	// Leader is 1 on the replica that holds the Lease.
 	Leader = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "svcguard_leader",
@@ -135,6 +149,7 @@ var (
 var all = []prometheus.Collector{
 	AdmissionRequests, AdmissionDuration, AdmissionPanics, AdmissionThrottled, InjectedContainers,
 	NodePortReassignmentsDenied, PinsInDynamicBand, Ready, ReadinessCheck, Leader,
+	ServingCertificateExpiration, CACertificateExpiration,
 	PodsMissingServiceHost, MissedPodsEvicted, NodePortsIncorrect, DegradedDecisions,
 }
 

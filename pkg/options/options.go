@@ -45,6 +45,10 @@ type Server struct {
 	HealthProbeBindAddress string
 	// MetricsBindAddress is host:port of /metrics; "0" turns the endpoint off.
 	MetricsBindAddress string
+	// MetricsSecure serves /metrics over HTTPS with the serving certificate,
+	// only to clients whose token the API server authenticates and
+	// authorizes for get on the non-resource URL /metrics.
+	MetricsSecure bool
 	// Kubeconfig is the path of a kubeconfig file; empty means $KUBECONFIG,
 	// else the in-cluster config, else ~/.kube/config (controller-runtime's
 	// order).
@@ -87,7 +91,8 @@ func NewServer() *Server {
 		WebhookBindAddress:     ":9443",
 		CertDir:                "/tmp/k8s-webhook-server/serving-certs",
 		HealthProbeBindAddress: ":8081",
-		MetricsBindAddress:     ":8080",
+		MetricsBindAddress:     ":8443",
+		MetricsSecure:          true,
 
 		MutatingWebhookConfiguration:   "svcguard",
 		ValidatingWebhookConfiguration: "svcguard",
@@ -115,7 +120,10 @@ func (s *Server) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&s.HealthProbeBindAddress, "health-probe-bind-address", s.HealthProbeBindAddress,
 		"host:port serving /healthz (liveness) and /readyz (readiness) over plain HTTP.")
 	fs.StringVar(&s.MetricsBindAddress, "metrics-bind-address", s.MetricsBindAddress,
-		"host:port serving Prometheus /metrics over plain HTTP; \"0\" turns it off.")
+		"host:port serving Prometheus /metrics; \"0\" turns it off.")
+	fs.BoolVar(&s.MetricsSecure, "metrics-secure", s.MetricsSecure,
+		"Serve /metrics over HTTPS with the certificate from --cert-dir, answering only clients whose bearer token the API server authenticates (TokenReview) "+
+			"and authorizes for get on the non-resource URL /metrics (SubjectAccessReview); false serves plain HTTP to anyone, for local use.")
 	fs.StringVar(&s.Kubeconfig, "kubeconfig", s.Kubeconfig,
 		"Path of a kubeconfig file; empty: $KUBECONFIG, else the in-cluster config, else ~/.kube/config. Either way client-side rate limiting is off: the API server's priority and fairness applies.")
 	fs.StringVar(&s.MutatingWebhookConfiguration, "mutating-webhook-configuration", s.MutatingWebhookConfiguration,

@@ -42,7 +42,8 @@ func TestParseDefaults(t *testing.T) {
 	assert.Equal(t, ":9443", s.WebhookBindAddress)
 	assert.Equal(t, "/tmp/k8s-webhook-server/serving-certs", s.CertDir)
 	assert.Equal(t, ":8081", s.HealthProbeBindAddress)
-	assert.Equal(t, ":8080", s.MetricsBindAddress)
+	assert.Equal(t, ":8443", s.MetricsBindAddress)
+	assert.True(t, s.MetricsSecure, "metrics are authenticated unless turned off")
 	assert.Equal(t, 32, s.MaxInFlightRequests)
 }
 

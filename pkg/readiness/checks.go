@@ -15,6 +15,8 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/svcguard/svcguard/pkg/metrics"
 )
 
 // Check is one readiness check.
@@ -52,6 +54,7 @@ func TLSCheck(current CurrentCertificate, webhooks []Webhook) Check {
 		if err != nil {
 			return Fail(err)
 		}
+		metrics.ServingCertificateExpiration.Set(float64(leaf.NotAfter.Unix()))
 		return Pass(fmt.Sprintf("serving certificate %s valid until %s", describe(leaf), leaf.NotAfter.UTC().Format(time.RFC3339)))
 	}}
 }
@@ -151,6 +154,13 @@ func CABundleCheck(current CurrentCertificate, lookup func(path string) Registra
 			return Skip("no serving certificate loaded (see the tls check)")
 		}
 		var verified, skipped []string
+		var caExpiry time.Time // the earliest over the entries: the first the API server would stop trusting
+		defer func() {
+			if len(verified) == 0 {
+				caExpiry = time.Time{}
+			}
+			metrics.CACertificateExpiration.Set(float64(max(caExpiry.Unix(), 0)))
+		}()
 		skip := func(note string) { // once each, in the order met: webhooks share configurations
 			if !slices.Contains(skipped, note) {
 				skipped = append(skipped, note)
@@ -170,9 +180,14 @@ func CABundleCheck(current CurrentCertificate, lookup func(path string) Registra
 					skip(e.Configuration + " webhook " + e.Webhook + " has no caBundle")
 					continue
 				}
-				if err := VerifyWithBundle(cert, e.CABundle, e.ServerName); err != nil {
+				notAfter, err := verifyingRootExpiry(cert, e.CABundle, e.ServerName)
+				if err != nil {
+					verified = nil
 					return Fail(fmt.Errorf("the caBundle of %s webhook %s does not verify the serving certificate for %s: %w; the API server cannot call this replica (check the cert-manager CA injection)",
 						e.Configuration, e.Webhook, e.ServerName, err))
+				}
+				if caExpiry.IsZero() || notAfter.Before(caExpiry) {
+					caExpiry = notAfter
 				}
 				verified = append(verified, e.Webhook)
 			}
@@ -190,13 +205,22 @@ func CABundleCheck(current CurrentCertificate, lookup func(path string) Registra
 // VerifyWithBundle verifies cert (leaf and intermediates) against the PEM
 // roots in bundle for serverName, as the API server does when it calls.
 func VerifyWithBundle(cert *tls.Certificate, bundle []byte, serverName string) error {
+	_, err := verifyingRootExpiry(cert, bundle, serverName)
+	return err
+}
+
+// verifyingRootExpiry verifies like VerifyWithBundle and returns the latest
+// NotAfter of the bundle's roots that verify cert: while a CA rotates, the
+// bundle holds the old and the new CA, and trust lasts as long as the
+// longest-lived of those that verify.
+func verifyingRootExpiry(cert *tls.Certificate, bundle []byte, serverName string) (time.Time, error) {
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(bundle) {
-		return errors.New("the caBundle holds no PEM certificate")
+		return time.Time{}, errors.New("the caBundle holds no PEM certificate")
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	intermediates := x509.NewCertPool()
 	for _, der := range cert.Certificate[1:] {
@@ -204,8 +228,17 @@ func VerifyWithBundle(cert *tls.Certificate, bundle []byte, serverName string) e
 			intermediates.AddCert(c)
 		}
 	}
-	_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, DNSName: serverName})
-	return err
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, DNSName: serverName})
+	if err != nil {
+		return time.Time{}, err
+	}
+	var latest time.Time
+	for _, chain := range chains {
+		if root := chain[len(chain)-1]; root.NotAfter.After(latest) {
+			latest = root.NotAfter
+		}
+	}
+	return latest, nil
 }
 
 // CachesCheck passes while synced reports true: the informer caches that

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/svcguard/svcguard/pkg/admissiontest"
 	"github.com/svcguard/svcguard/pkg/certtest"
+	"github.com/svcguard/svcguard/pkg/metrics"
 )
 
 func currentIs(c *tls.Certificate) CurrentCertificate {
@@ -93,6 +95,33 @@ func TestCABundleCheck(t *testing.T) {
 			assert.Contains(t, got.Reason, tt.why)
 		})
 	}
+}
+
+// TestCertificateExpiriesAreExportedForAlerts proves the gauges the expiry
+// alerts read: the served certificate's NotAfter, and the NotAfter of the
+// bundle's CA that verifies it (while a CA rotates, the bundle holds a CA
+// that does not), 0 when none does.
+func TestCertificateExpiriesAreExportedForAlerts(t *testing.T) {
+	caExpiry := time.Now().Add(400 * 24 * time.Hour).Truncate(time.Second)
+	ca, stranger := certtest.NewAuthorityUntil(t, caExpiry), certtest.NewAuthorityUntil(t, time.Now().Add(10*24*time.Hour))
+	cert := ca.Issue(t, time.Now().Add(-time.Minute), 90*24*time.Hour, serviceName)
+	hooks := []Webhook{{Name: "service-host", Path: "/webhooks/service-host"}}
+	check := func(bundle []byte) Result {
+		return CABundleCheck(currentIs(cert), func(string) Registration {
+			return Registration{Registered: true, Known: true, Entries: []Entry{{
+				Configuration: "MutatingWebhookConfiguration/svcguard", Webhook: "service-host.svcguard.io", CABundle: bundle, ServerName: serviceName,
+			}}}
+		}, hooks).Run(context.Background())
+	}
+
+	require.Equal(t, Passing, TLSCheck(currentIs(cert), hooks).Run(context.Background()).State)
+	assert.Equal(t, float64(cert.Leaf.NotAfter.Unix()), promtestutil.ToFloat64(metrics.ServingCertificateExpiration))
+
+	require.Equal(t, Passing, check(append(append([]byte{}, stranger.PEM...), ca.PEM...)).State)
+	assert.Equal(t, float64(caExpiry.Unix()), promtestutil.ToFloat64(metrics.CACertificateExpiration),
+		"the CA that verifies the served certificate, not the other one in the bundle")
+	require.Equal(t, Failing, check(stranger.PEM).State)
+	assert.Zero(t, promtestutil.ToFloat64(metrics.CACertificateExpiration), "no CA in the bundle verifies the served certificate")
 }
 
 // selfTestAnswerer answers AdmissionReviews the way the server does, after

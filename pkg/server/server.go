@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -100,7 +101,7 @@ func New(opts *options.Server) (*Server, error) {
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:  scheme,
 		Logger:  logger,
-		Metrics: metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		Metrics: metricsOptions(opts, certs),
 		// svcguard serves its own probes (policy-aware readiness) and its own
 		// webhook listener (drained on shutdown), both below.
 		HealthProbeBindAddress:  "0",
@@ -350,4 +351,26 @@ func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = -1, 0
 	return cfg, nil
+}
+
+// metricsOptions serves /metrics over plain HTTP, or, with --metrics-secure,
+// over HTTPS with the webhook's own certificate (reloaded by the same
+// watcher) behind the API server's TokenReview and SubjectAccessReview, as
+// kubebuilder projects do: metrics reveal which Services and Pods the audits
+// found, so only scrapers bound to a ClusterRole granting get on /metrics
+// may read them.
+func metricsOptions(opts *options.Server, certs *certwatcher.CertWatcher) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: opts.MetricsBindAddress}
+	if !opts.MetricsSecure {
+		return o
+	}
+	o.SecureServing = true
+	o.FilterProvider = filters.WithAuthenticationAndAuthorization
+	o.TLSOpts = []func(*tls.Config){func(c *tls.Config) {
+		c.GetCertificate = certs.GetCertificate
+		// As on the webhook listener: no HTTP/2, so no rapid-reset exposure.
+		c.NextProtos = []string{"http/1.1"}
+		c.MinVersion = tls.VersionTLS12
+	}}
+	return o
 }

@@ -1,15 +1,16 @@
 package testenv
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
-	"sigs.k8s.io/yaml"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // Module is svcguard's Go module path; the harness finds the repository root
@@ -37,40 +38,68 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// ManifestPath returns the path of manifests/name (name relative to
-// manifests/, e.g. "webhook/mutating.yaml") in the repository, for a test
-// that hands the file to something that reads it itself (--config).
-func ManifestPath(t testing.TB, name string) string {
+// DefaultOverlay is the install the suites and the demo register: the one
+// the README's install command applies.
+const DefaultOverlay = "default"
+
+var rendered sync.Map // overlay -> []*unstructured.Unstructured
+
+// Rendered returns the objects of manifests/overlays/overlay, rendered with
+// the kustomize Go API once per process (copies: callers may change them).
+// It only reads; it starts nothing, so unit tests use it.
+func Rendered(t testing.TB, overlay string) []*unstructured.Unstructured {
 	t.Helper()
-	root, err := RepoRoot()
+	objs, err := renderedOverlay(overlay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(root, "manifests", name)
+	return objs
 }
 
-// ReadManifest decodes the first YAML document of manifests/name (the whole
-// file when it holds one) strictly into into: an unknown or misspelt field
-// fails the test. It only reads; it starts nothing, so unit tests use it.
-func ReadManifest(t testing.TB, name string, into any) {
+func renderedOverlay(overlay string) ([]*unstructured.Unstructured, error) {
+	cached, ok := rendered.Load(overlay)
+	if !ok {
+		objs, err := Render(filepath.Join("manifests", "overlays", overlay), nil)
+		if err != nil {
+			return nil, err
+		}
+		cached, _ = rendered.LoadOrStore(overlay, objs)
+	}
+	objs := cached.([]*unstructured.Unstructured)
+	copies := make([]*unstructured.Unstructured, len(objs))
+	for i, u := range objs {
+		copies[i] = u.DeepCopy()
+	}
+	return copies, nil
+}
+
+// Shipped decodes the object kind/name that manifests/overlays/overlay
+// installs strictly into into: an unknown or misspelt field fails the test.
+func Shipped(t testing.TB, overlay, kind, name string, into runtime.Object) {
 	t.Helper()
-	data, err := os.ReadFile(ManifestPath(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := bytes.Split(data, []byte("\n---\n"))[0]
-	if err := yaml.UnmarshalStrict(first, into); err != nil {
-		t.Fatalf("manifests/%s must decode strictly into %T: %v", name, into, err)
+	if err := Find(Rendered(t, overlay), kind, name, into); err != nil {
+		t.Fatalf("manifests/overlays/%s: %v", overlay, err)
 	}
 }
 
-// ShippedClusterRole reads the ClusterRole that opens manifests/name.
-func ShippedClusterRole(t testing.TB, name string) *rbacv1.ClusterRole {
+// ShippedConfig returns config.yaml as the overlay's ConfigMap
+// svcguard-config (name suffixed with a hash of its content) carries it.
+func ShippedConfig(t testing.TB, overlay string) string {
+	t.Helper()
+	for _, u := range Rendered(t, overlay) {
+		if u.GetKind() == "ConfigMap" && strings.HasPrefix(u.GetName(), "svcguard-config-") {
+			data, _, _ := unstructured.NestedString(u.Object, "data", "config.yaml")
+			return data
+		}
+	}
+	t.Fatalf("manifests/overlays/%s installs no ConfigMap svcguard-config", overlay)
+	return ""
+}
+
+// ShippedClusterRole returns the ClusterRole name that the overlay installs.
+func ShippedClusterRole(t testing.TB, overlay, name string) *rbacv1.ClusterRole {
 	t.Helper()
 	var role rbacv1.ClusterRole
-	ReadManifest(t, name, &role)
-	if role.Kind != "ClusterRole" {
-		t.Fatalf("manifests/%s must start with a ClusterRole, not a %q", name, role.Kind)
-	}
+	Shipped(t, overlay, "ClusterRole", name, &role)
 	return &role
 }

@@ -1,8 +1,13 @@
 package testenv
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -51,4 +56,36 @@ func hasPair(pairs []string, name, value string) bool {
 		}
 	}
 	return false
+}
+
+// SumSamples parses a /metrics answer in the Prometheus text format and
+// returns the sum of the samples of counter or gauge name whose labels
+// include every name, value pair given, and whether any matched: a test of
+// a process reads its counters with it.
+func SumSamples(t testing.TB, text, name string, labelPairs ...string) (float64, bool) {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	var sum float64
+	var found bool
+	f, ok := families[name]
+	if !ok {
+		return 0, false
+	}
+series:
+	for _, m := range f.GetMetric() {
+		for i := 0; i+1 < len(labelPairs); i += 2 {
+			if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == labelPairs[i] && l.GetValue() == labelPairs[i+1]
+			}) {
+				continue series
+			}
+		}
+		found = true
+		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+	}
+	return sum, found
 }

@@ -48,6 +48,9 @@ func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Wri
 		"--kubeconfig=" + e.Kubeconfig,
 		"--health-probe-bind-address=" + health,
 		"--metrics-bind-address=" + metrics,
+		// Plain HTTP, so that tests and the demo read /metrics without a
+		// token; args may turn it back on (the deploy suite does).
+		"--metrics-secure=false",
 	}, args...)
 	p, err := startProcess(binary, log, all...)
 	if err != nil {

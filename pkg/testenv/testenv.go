@@ -1,11 +1,12 @@
 // Package testenv is the shared harness of svcguard's envtest suites: a real
 // kube-apiserver and etcd (built from Go modules by `make envtest`), svcguard's
-// webhook configurations from manifests/ registered against it with a
-// throwaway CA, and an in-process svcguard server serving them over real TLS.
+// webhook configurations, rendered from manifests/overlays/default as the
+// install applies them, registered against it with a throwaway CA, and an
+// in-process svcguard server serving them over real TLS.
 // The demo (hack/demo) and the end-to-end suite start their control plane
 // through it too, so there is one way to stand up a cluster here. It also
-// reads the shipped manifests (ReadManifest), for unit tests too: reading
-// starts nothing.
+// renders the shipped manifests with the kustomize Go API (Rendered, Shipped),
+// for unit tests too: rendering starts nothing.
 //
 // Helpers that tests call take a testing.TB and fail the test. The few that
 // return an error instead say why in their doc: the demo or a TestMain calls
@@ -14,6 +15,7 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -24,12 +26,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -62,10 +66,53 @@ type Environment struct {
 
 // Options say what to register.
 type Options struct {
-	// WebhookManifests are files or directories, relative to the repository
-	// root, holding webhook configurations to register; default
-	// manifests/webhook.
-	WebhookManifests []string
+	// Overlay names the install (manifests/overlays/OVERLAY) whose webhook
+	// configurations are registered; default DefaultOverlay.
+	Overlay string
+	// Webhooks are the kinds of configuration to register
+	// ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration");
+	// empty: both. envtest points their clientConfig at WebhookBindAddress
+	// and changes nothing else (selectors, matchConditions, timeouts stay).
+	Webhooks []string
+	// NoWebhooks registers none: the suite applies the manifests itself.
+	NoWebhooks bool
+	// CRDDirectories hold CustomResourceDefinitions to install first.
+	CRDDirectories []string
+}
+
+// webhookConfigurations picks the configurations to register from the
+// rendered overlay.
+func webhookConfigurations(opts Options) (envtest.WebhookInstallOptions, error) {
+	hooks := envtest.WebhookInstallOptions{LocalServingHost: "127.0.0.1"}
+	if opts.NoWebhooks {
+		return hooks, nil
+	}
+	overlay := cmp.Or(opts.Overlay, DefaultOverlay)
+	objs, err := renderedOverlay(overlay)
+	if err != nil {
+		return hooks, err
+	}
+	wanted := func(kind string) bool { return len(opts.Webhooks) == 0 || slices.Contains(opts.Webhooks, kind) }
+	for _, u := range objs {
+		switch kind := u.GetKind(); {
+		case kind == "MutatingWebhookConfiguration" && wanted(kind):
+			c := &admissionregistrationv1.MutatingWebhookConfiguration{}
+			if err := Find([]*unstructured.Unstructured{u}, kind, u.GetName(), c); err != nil {
+				return hooks, err
+			}
+			hooks.MutatingWebhooks = append(hooks.MutatingWebhooks, c)
+		case kind == "ValidatingWebhookConfiguration" && wanted(kind):
+			c := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+			if err := Find([]*unstructured.Unstructured{u}, kind, u.GetName(), c); err != nil {
+				return hooks, err
+			}
+			hooks.ValidatingWebhooks = append(hooks.ValidatingWebhooks, c)
+		}
+	}
+	if len(hooks.MutatingWebhooks)+len(hooks.ValidatingWebhooks) == 0 {
+		return hooks, fmt.Errorf("manifests/overlays/%s installs no webhook configuration of kinds %v", overlay, opts.Webhooks)
+	}
+	return hooks, nil
 }
 
 // Start starts kube-apiserver and etcd and registers the webhook
@@ -76,12 +123,9 @@ func Start(opts Options) (*Environment, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(opts.WebhookManifests) == 0 {
-		opts.WebhookManifests = []string{"manifests/webhook"}
-	}
-	var paths []string
-	for _, p := range opts.WebhookManifests {
-		paths = append(paths, filepath.Join(root, p))
+	hooks, err := webhookConfigurations(opts)
+	if err != nil {
+		return nil, err
 	}
 
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
@@ -101,7 +145,9 @@ func Start(opts Options) (*Environment, error) {
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		Scheme:                scheme,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: paths, LocalServingHost: "127.0.0.1"},
+		WebhookInstallOptions: hooks,
+		CRDDirectoryPaths:     opts.CRDDirectories,
+		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -226,14 +272,14 @@ func (e *Environment) UserConfig(t testing.TB, name string) *rest.Config {
 }
 
 // ShippedRBACConfig returns a rest.Config for a new user that holds exactly
-// the ClusterRoles that the given manifests (relative to manifests/, the
-// ClusterRole first in each file) grant svcguard, so that a test proves the
-// shipped RBAC is enough. The grants are removed when the test ends.
-func (e *Environment) ShippedRBACConfig(t testing.TB, user string, manifests ...string) *rest.Config {
+// the named ClusterRoles as manifests/overlays/overlay installs them, so that
+// a test proves the shipped RBAC is enough. The grants are removed when the
+// test ends.
+func (e *Environment) ShippedRBACConfig(t testing.TB, user, overlay string, roles ...string) *rest.Config {
 	t.Helper()
 	ctx := context.Background()
-	for _, m := range manifests {
-		role := ShippedClusterRole(t, m)
+	for _, m := range roles {
+		role := ShippedClusterRole(t, overlay, m)
 		name := role.Name + "-" + user
 		role.ObjectMeta = metav1.ObjectMeta{Name: name}
 		binding := &rbacv1.ClusterRoleBinding{
@@ -243,7 +289,7 @@ func (e *Environment) ShippedRBACConfig(t testing.TB, user string, manifests ...
 		}
 		for _, obj := range []client.Object{role, binding} {
 			if err := e.Client.Create(ctx, obj); err != nil {
-				t.Fatalf("granting manifests/%s to %s: %v", m, user, err)
+				t.Fatalf("granting ClusterRole %s of manifests/overlays/%s to %s: %v", m, overlay, user, err)
 			}
 			t.Cleanup(func() { _ = e.Client.Delete(context.Background(), obj) })
 		}

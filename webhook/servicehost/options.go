@@ -36,7 +36,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ServicePort, "service-port", o.ServicePort,
 		"Value of KUBERNETES_SERVICE_PORT injected alongside; empty: the port variable is not injected.")
 	fs.BoolVar(&o.RemediateMissedPods, "remediate-missed-pods", o.RemediateMissedPods,
-		"Let the leader's audit evict Pods that missed the injection and that a ReplicaSet, StatefulSet or DaemonSet controls, so they come back injected (needs the pods/eviction RBAC of manifests/remediation).")
+		"Let the leader's audit evict Pods that missed the injection and that a ReplicaSet, StatefulSet or DaemonSet controls, so they come back injected (needs the pods/eviction RBAC of manifests/components/remediation).")
 	fs.IntVar(&o.RemediationRate, "remediation-rate", o.RemediationRate,
 		"Most evictions per minute of --remediate-missed-pods.")
 }

@@ -32,7 +32,7 @@ func findingsFor(a *nodeport.Audit, service string) []nodeport.Finding {
 // passes: the interval is an hour.
 func startAudit(t *testing.T, ctx context.Context, guard *nodeport.Guard, user string) *nodeport.Audit {
 	t.Helper()
-	svcguard := suite.Env.ShippedRBACConfig(t, user, "rbac.yaml")
+	svcguard := suite.Env.ShippedRBACConfig(t, user, testenv.DefaultOverlay, "svcguard")
 	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
 	caches, err := nodeport.NewCaches(cs, guard.Range)

@@ -16,7 +16,7 @@ import (
 )
 
 var suite = &testenv.Suite{
-	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/validating.yaml"}},
+	Options: testenv.Options{Webhooks: []string{"ValidatingWebhookConfiguration"}},
 	Register: func(s *server.Server) error {
 		opts := guardOptions()
 		if err := opts.Validate(); err != nil {

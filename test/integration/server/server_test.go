@@ -289,7 +289,7 @@ func TestEnvtestTwoReplicasShareALease(t *testing.T) {
 }
 
 // TestEnvtestShippedRBACLetsReadinessReadItsConfigurations proves, against
-// the API server's RBAC, that manifests/rbac.yaml's resourceNames rule lets
+// the API server's RBAC, that manifests/base/rbac.yaml's resourceNames rule lets
 // readiness list and watch the two configurations by name, and that
 // without it readiness assumes Fail and says why.
 func TestEnvtestShippedRBACLetsReadinessReadItsConfigurations(t *testing.T) {
@@ -303,7 +303,7 @@ func TestEnvtestShippedRBACLetsReadinessReadItsConfigurations(t *testing.T) {
 		return func() readiness.Registration { return configs.Lookup("/webhooks/service-host") }
 	}
 	nothing := suite.Env.UserConfig(t, "svcguard-denied")
-	granted, denied := lookup(suite.Env.ShippedRBACConfig(t, "svcguard-granted", "rbac.yaml")), lookup(nothing)
+	granted, denied := lookup(suite.Env.ShippedRBACConfig(t, "svcguard-granted", testenv.DefaultOverlay, "svcguard")), lookup(nothing)
 
 	require.Eventually(t, func() bool { r := granted(); return r.Known && r.Registered }, 20*time.Second, 100*time.Millisecond,
 		"with the shipped ClusterRole the configurations are read: %+v", granted())

@@ -106,7 +106,7 @@ func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *t
 	wantInjected(t, injected)
 
 	// The audit runs with exactly the RBAC the remediation overlay ships.
-	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-audit", "rbac.yaml", "remediation/rbac.yaml")
+	svcguard := suite.Env.ShippedRBACConfig(t, "svcguard-audit", "remediation", "svcguard", "svcguard-remediation")
 	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
 	recorder := testenv.Recorder(t, ctx, svcguard)

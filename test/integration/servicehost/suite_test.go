@@ -21,7 +21,7 @@ const (
 )
 
 var suite = &testenv.Suite{
-	Options: testenv.Options{WebhookManifests: []string{"manifests/webhook/mutating.yaml"}},
+	Options: testenv.Options{Webhooks: []string{"MutatingWebhookConfiguration"}},
 	Register: func(s *server.Server) error {
 		opts := &servicehost.Options{ServiceHost: suiteHost, ServicePort: suitePort}
 		built, err := servicehost.Build(opts, s.Dependencies())
