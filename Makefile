@@ -41,7 +41,7 @@ $(ENVTEST_STAMP): hack/tools/envtest/go.mod hack/tools/envtest/go.sum
 	@rm -f $(ENVTEST_DIR)/.built-*
 	@touch $@
 
-test: envtest ## Run every suite: unit, envtest (real kube-apiserver + etcd) and e2e (the real binary).
+test: envtest rules ## Run every suite: unit, envtest (real kube-apiserver + etcd) and e2e (the real binary).
 	go test $(TEST_FLAGS) ./...
 
 # Unit tests live beside the code; the envtest suites in test/integration, the e2e suite in e2e.
@@ -83,3 +83,27 @@ $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 
 clean: ## Remove bin/ except the envtest binaries.
 	rm -f bin/svcguard
+
+# promtool for `make rules`, built from the pinned module in hack/tools/promtool and skipped when built for
+# this version, which must match that go.mod. remove_all_sd leaves out every service-discovery plugin
+# (cloud SDKs, client-go), which rule tests never use: it is most of promtool's cold build.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := bin/promtool
+PROMTOOL_STAMP := bin/.built-promtool-$(PROMTOOL_VERSION)
+# promtool loads plain rule files only, so the tests in manifests/components/monitoring/tests load the
+# PrometheusRule's groups from this file, which `make rules` writes first.
+RULES_FILE := bin/monitoring/svcguard.rules.yaml
+
+.PHONY: promtool rules
+
+promtool: $(PROMTOOL_STAMP) ## Build bin/promtool from Go modules (hack/tools/promtool), skipped when built.
+
+$(PROMTOOL_STAMP): hack/tools/promtool/go.mod hack/tools/promtool/go.sum
+	@mkdir -p bin
+	cd hack/tools/promtool && go build -tags remove_all_sd -o $(abspath $(PROMTOOL)) github.com/prometheus/prometheus/cmd/promtool
+	@rm -f bin/.built-promtool-*
+	@touch $@
+
+rules: $(PROMTOOL_STAMP) ## Unit-test the alert rules with promtool test rules
+	cd hack/tools/promtool && go run ./rulefile $(abspath manifests/components/monitoring/prometheusrule.yaml) $(abspath $(RULES_FILE))
+	$(PROMTOOL) test rules manifests/components/monitoring/tests/*.yaml

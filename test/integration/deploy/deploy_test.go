@@ -166,7 +166,7 @@ func shippedBinary(t *testing.T, objs []*unstructured.Unstructured, extra ...str
 	proc, err := env.StartBinary(context.Background(), binary, nil, args...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		_, _ = proc.Terminate(10 * time.Second)
+		proc.Kill() // the drain is the e2e suite's to prove; here it would only cost its 15 s
 		if t.Failed() {
 			t.Logf("svcguard's output:\n%s", proc.Output())
 		}
@@ -174,12 +174,22 @@ func shippedBinary(t *testing.T, objs []*unstructured.Unstructured, extra ...str
 	return proc
 }
 
-// scrape reads the process's /metrics over HTTPS with token (empty: none).
+// scrape reads the process's /metrics over HTTPS with token (empty: none),
+// trusting the environment's CA.
 func scrape(t *testing.T, proc *testenv.Process, token string) (int, string) {
 	t.Helper()
+	return scrapeTrusting(t, proc, token, env.CAData, "")
+}
+
+// scrapeTrusting scrapes trusting the PEM roots for serverName (empty: the
+// address dialled), as Prometheus does with the ServiceMonitor's tlsConfig.
+func scrapeTrusting(t *testing.T, proc *testenv.Process, token string, rootsPEM []byte, serverName string) (int, string) {
+	t.Helper()
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(env.CAData)
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	roots.AppendCertsFromPEM(rootsPEM)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12},
+	}}
 	req, err := http.NewRequest(http.MethodGet, strings.Replace(proc.MetricsURL, "http://", "https://", 1)+"/metrics", nil)
 	require.NoError(t, err)
 	if token != "" {
@@ -296,7 +306,7 @@ func TestEnvtestTheAPIServerCallsTheGuardOnlyForServicesWithNodePortsOutsideItsN
 		cc.URL, cc.Service, cc.CABundle = url(*cc.Service.Path), nil, env.CAData
 	}
 	require.NoError(t, env.Client.Update(ctx, &vwc))
-	t.Cleanup(func() { _ = testenv.Apply(context.Background(), env.Config, testenv.Rendered(t, "monitoring"), false) })
+	t.Cleanup(func() { restoreWebhookConfigurations(t) })
 
 	// Counted where the API server counts its calls, before it answers the
 	// client: svcguard's own counter may lag its answer.
@@ -359,4 +369,19 @@ func TestEnvtestTheAPIServerCallsTheGuardOnlyForServicesWithNodePortsOutsideItsN
 	other := fixtures.Pod("deploy-test", "pod", fixtures.Container("app", "registry.example/app:1"))
 	require.NoError(t, env.Client.Create(ctx, other))
 	assert.Contains(t, fixtures.Envs(other)["app"], corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: "192.0.2.10"}, "Pods elsewhere are injected")
+}
+
+// restoreWebhookConfigurations puts the configurations back as the install
+// applies them, for the next test: re-created, as a test changed them with
+// another field manager.
+func restoreWebhookConfigurations(t *testing.T) {
+	ctx := context.Background()
+	var configs []*unstructured.Unstructured
+	for _, o := range testenv.Rendered(t, "monitoring") {
+		if strings.HasSuffix(o.GetKind(), "WebhookConfiguration") {
+			configs = append(configs, o)
+			assert.NoError(t, client.IgnoreNotFound(env.Client.Delete(ctx, o.DeepCopy())))
+		}
+	}
+	assert.NoError(t, testenv.Apply(ctx, env.Config, configs, false))
 }

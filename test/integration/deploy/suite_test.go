@@ -13,6 +13,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
 	"github.com/svcguard/svcguard/pkg/testenv"
 )
 
@@ -26,6 +30,8 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	// cert-manager's controllers log through controller-runtime: errors only.
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	certManager, err := testenv.ModuleDir(".", "github.com/cert-manager/cert-manager")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
