@@ -33,6 +33,7 @@ import (
 	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/readiness"
 	"github.com/svcguard/svcguard/pkg/testenv"
+	"github.com/svcguard/svcguard/webhook/servicehost"
 )
 
 // namespace is where the manifests install svcguard.
@@ -212,7 +213,14 @@ func scrapeTrusting(t *testing.T, proc *testenv.Process, token string, rootsPEM 
 // component binds.
 func TestEnvtestTheBinaryRunsAsTheDeploymentWithTheShippedRBAC(t *testing.T) {
 	objs := installed(t)
-	proc := shippedBinary(t, objs)
+	proc := shippedBinary(t, objs, "--service-host=192.0.2.10")
+	// A Pod admitted while no replica answered: the installed configurations
+	// point at the Service, which has no endpoints here, and fail open. The
+	// missed-injection audit needs Pods, Namespaces (opt-outs) and Events.
+	ctx := context.Background()
+	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "deploy-rbac"}}))
+	missed := fixtures.Pod("deploy-rbac", "missed", fixtures.Container("app", "registry.example/app:1"))
+	require.NoError(t, env.Client.Create(ctx, missed))
 
 	var binding rbacv1.ClusterRoleBinding
 	require.NoError(t, testenv.Find(objs, "ClusterRoleBinding", "svcguard-metrics-reader", &binding))
@@ -225,9 +233,11 @@ func TestEnvtestTheBinaryRunsAsTheDeploymentWithTheShippedRBAC(t *testing.T) {
 		code, body := scrape(t, proc, prometheus.BearerToken)
 		text = body
 		leader, _ := testenv.SumSamples(t, body, "svcguard_leader")
-		_, audited := testenv.SumSamples(t, body, "svcguard_pods_missing_service_host")
-		return code == http.StatusOK && leader == 1 && audited
-	}, 60*time.Second, 250*time.Millisecond, "the Prometheus account reads /metrics, and the replica leads and audits; last answer:\n%.2000s", text)
+		missing, _ := testenv.SumSamples(t, body, "svcguard_pods_missing_service_host")
+		return code == http.StatusOK && leader == 1 && missing == 1
+	}, 60*time.Second, 250*time.Millisecond, "the Prometheus account reads /metrics, and the replica leads and finds the missed Pod; last answer:\n%.2000s", text)
+	require.Eventually(t, func() bool { return len(env.Events(t, missed.Namespace, missed.Name, servicehost.MissedReason)) == 1 },
+		20*time.Second, 100*time.Millisecond, "the audit reports the missed Pod with an Event")
 	code, _ := scrape(t, proc, "")
 	assert.Equal(t, http.StatusUnauthorized, code, "no token, no metrics")
 	code, _ = scrape(t, proc, stranger.BearerToken)
