@@ -123,9 +123,21 @@ func TestManifestThreeReplicasSpreadAndTwoAlwaysAvailable(t *testing.T) {
 	assert.Equal(t, map[string]corev1.UnsatisfiableConstraintAction{
 		corev1.LabelHostname: corev1.DoNotSchedule, corev1.LabelTopologyZone: corev1.ScheduleAnyway,
 	}, spread)
+	for _, c := range deploy.Spec.Template.Spec.TopologySpreadConstraints {
+		assert.Equal(t, corev1.NodeInclusionPolicyHonor, *c.NodeTaintsPolicy,
+			"%s: cordoned and tainted nodes are no place for a replica, so they cannot hold one Pending and block drains", c.TopologyKey)
+	}
 	pdb := find[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", "svcguard")
 	assert.Equal(t, intstr.FromInt32(2), *pdb.Spec.MinAvailable)
+	assert.Equal(t, policyv1.AlwaysAllow, *pdb.Spec.UnhealthyPodEvictionPolicy, "an unready replica never blocks a drain")
 	assert.Equal(t, deploy.Spec.Selector.MatchLabels, pdb.Spec.Selector.MatchLabels)
+
+	quota := find[corev1.ResourceQuota](t, objs, "ResourceQuota", "svcguard-critical-pods")
+	require.Len(t, quota.Spec.ScopeSelector.MatchExpressions, 1)
+	assert.Equal(t, []string{deploy.Spec.Template.Spec.PriorityClassName}, quota.Spec.ScopeSelector.MatchExpressions[0].Values,
+		"a quota names the replicas' priority class, which some clusters admit outside kube-system only under one")
+	pods := quota.Spec.Hard[corev1.ResourcePods]
+	assert.GreaterOrEqual(t, pods.Value(), int64(*deploy.Spec.Replicas)+1, "room for every replica and a rollout's surge")
 
 	container := deploy.Spec.Template.Spec.Containers[0]
 	assert.Equal(t, ptrTo(true), container.SecurityContext.ReadOnlyRootFilesystem)
@@ -275,7 +287,7 @@ func TestManifestBringYourOwnCertInstallsTheFilesWithoutCertManager(t *testing.T
 			secretName = v.Secret.SecretName
 		}
 	}
-	require.True(t, strings.HasPrefix(secretName, "svcguard-serving-cert-"), "the Deployment mounts the generated Secret, got %q", secretName)
+	require.Equal(t, "svcguard-serving-cert", secretName, "the Deployment mounts the generated Secret by its fixed name")
 	secret := find[corev1.Secret](t, objs, "Secret", secretName)
 	assert.Equal(t, corev1.SecretTypeTLS, secret.Type)
 	assert.Equal(t, deploy.Namespace, secret.Namespace)

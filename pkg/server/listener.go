@@ -41,14 +41,15 @@ const (
 	// BodyReadTimeout bounds how long a request that holds a slot of the
 	// in-flight cap may take to send its body. It stays the connection's read
 	// deadline while the handler runs, so it also bounds the answer, far above
-	// what a decision takes (microseconds) and above the manifests' 5s
+	// what a decision takes (microseconds) and above the manifests' 2s
 	// timeoutSeconds, after which the API server has given up anyway.
 	BodyReadTimeout = 10 * time.Second
 	// DefaultMaxInFlight is the default of --max-in-flight-requests: each
 	// request may carry a body of up to 7 MiB (controller-runtime's limit, as
-	// an UPDATE holds two objects), so 32 bound hostile bodies to 224 MiB,
-	// under the manifests' memory limit; at about a millisecond per request
-	// that still answers tens of thousands of requests a second.
+	// an UPDATE holds two objects), so 32 bound hostile bodies to 224 MiB
+	// read (the manifests set 16 under a 512Mi limit, leaving room to decode
+	// them); at about a millisecond per request that still answers tens of
+	// thousands of requests a second.
 	DefaultMaxInFlight = 32
 )
 
@@ -136,7 +137,7 @@ func newListener(addr string, tlsConfig *tls.Config, handler http.Handler, log l
 // At once rather than after a wait: the API server calls webhooks through
 // client-go, which retries a 429 that carries Retry-After after that many
 // seconds while the webhook's timeoutSeconds allows (Retry-After: 1 leaves
-// room for several tries within the manifests' 5s), so a refusal costs it
+// room for a second try within the manifests' 2s), so a refusal costs it
 // little; a queue here would instead spend that budget while the overload
 // lasts and only move the hang into svcguard. Every path of this listener is
 // a webhook (probes and metrics have their own listeners), so the cap covers
