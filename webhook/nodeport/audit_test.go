@@ -42,11 +42,13 @@ func TestAuditReportsPinConflicts(t *testing.T) {
 	v, tr := newIndexerView()
 	for _, s := range []*corev1.Service{
 		fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30446)),
-		clusterIP("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446")),
+		fixtures.Service("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446"), fixtures.Port("http", 80, 31001)),
 		fixtures.Service("b", "holder", fixtures.Annotation(PinAnnotation, "web=31500"), fixtures.Port("web", 80, 31500)),
 		fixtures.Service("c", "late", fixtures.Annotation(PinAnnotation, "http=31500"), fixtures.Port("http", 80, 31600)),
-		clusterIP("d", "x", fixtures.Annotation(PinAnnotation, "http=31700")),
-		clusterIP("e", "y", fixtures.Annotation(PinAnnotation, "http=31700")),
+		fixtures.Service("d", "x", fixtures.Annotation(PinAnnotation, "http=31700"), fixtures.Port("http", 80, 31701)),
+		fixtures.Service("e", "y", fixtures.Annotation(PinAnnotation, "http=31700"), fixtures.Port("http", 80, 31702)),
+		// A Service without nodePorts pins nothing, so it conflicts with nothing.
+		clusterIP("h", "dormant", fixtures.Annotation(PinAnnotation, "http=31700")),
 		fixtures.Service("f", "squat", fixtures.Port("http", 80, 31700)),
 		fixtures.Service("g", "dangling", fixtures.Annotation(PinAnnotation, "metrics=31800"), fixtures.Port("http", 80, 31900)),
 	} {
@@ -67,5 +69,5 @@ func TestAuditReportsPinConflicts(t *testing.T) {
 		`e/y:"http" pin 31700`: `pin-conflict: port "http" annotation pin 31700 (svcguard.io/pinned-node-ports) pins nothing: ` +
 			`31700 is also pinned to d/x:http, and no pinned port holds it`,
 	}
-	assert.Equal(t, want, got, "findings: expected the losing pins only (not default/pinned, b/holder, f/squat, g/dangling)")
+	assert.Equal(t, want, got, "findings: expected the losing pins only (not default/pinned, b/holder, f/squat, g/dangling, h/dormant)")
 }

@@ -135,10 +135,12 @@ func (t *transforms) service(obj any) (any, error) {
 			out.ports[i] = slimPort{name: p.Name, protocol: protocol(p.Protocol), port: p.Port, nodePort: p.NodePort}
 		}
 	}
-	if value, ok := svc.Annotations[PinAnnotation]; ok {
+	if value, ok := svc.Annotations[PinAnnotation]; ok && holdsNodePorts(svc) {
 		// A malformed annotation pins nothing here (the webhook denies it on the
 		// Service's next change), nor does a pin on a port the Service lacks
-		// (the webhook denies it when it is set, or when its port is removed).
+		// (the webhook denies it when it is set, or when its port is removed),
+		// nor a pin on a Service without nodePorts: it would fence nodePorts off
+		// for free (the webhook judges it when the Service starts allocating).
 		pins, _ := ParsePinAnnotation(value)
 		for port, n := range pins {
 			if hasPort(svc, port) {

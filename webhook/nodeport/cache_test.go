@@ -87,6 +87,21 @@ func TestCachesKeepOnlyWhatTheRulesNeedAndIndexIt(t *testing.T) {
 	assert.Empty(t, c.AnnotationPins(31700), "a pin on a port the Service lacks pins nothing")
 	assert.Equal(t, []PortRef{{Namespace: "d", Name: "dangling", Port: "http"}}, c.AnnotationPins(31701))
 
+	// A pin on a Service that allocates no nodePorts reserves nothing: a
+	// tenant's ClusterIP Service must not fence nodePorts off for free (it
+	// is judged as a claim when the Service starts allocating them).
+	add(t, v.services, tr.service, fixtures.Service("tenant", "squatter", fixtures.Type(corev1.ServiceTypeClusterIP),
+		fixtures.Annotation(PinAnnotation, "http=31800"), fixtures.Port("http", 80, 0)))
+	assert.Empty(t, c.AnnotationPins(31800), "a ClusterIP Service's pin is dormant")
+	noAlloc := fixtures.Service("tenant", "lb", fixtures.Type(corev1.ServiceTypeLoadBalancer),
+		fixtures.Annotation(PinAnnotation, "http=31801"), fixtures.Port("http", 80, 0))
+	noAlloc.Spec.AllocateLoadBalancerNodePorts = new(false)
+	add(t, v.services, tr.service, noAlloc)
+	assert.Empty(t, c.AnnotationPins(31801), "a LoadBalancer Service that allocates no nodePorts pins nothing")
+	add(t, v.services, tr.service, fixtures.Service("tenant", "lb2", fixtures.Type(corev1.ServiceTypeLoadBalancer),
+		fixtures.Annotation(PinAnnotation, "http=31802"), fixtures.Port("http", 80, 31802)))
+	assert.Equal(t, []PortRef{{Namespace: "tenant", Name: "lb2", Port: "http"}}, c.AnnotationPins(31802), "a LoadBalancer's nodePorts are pinned")
+
 	kept, _, _ := v.pods.GetByKey("team-3/app-3-7f9c8d6b5-x00003")
 	assert.Equal(t, &slimPod{Key: slim.Key{Namespace: "team-3", Name: "app-3-7f9c8d6b5-x00003"}}, kept, "a Pod keeps its key and nothing else")
 

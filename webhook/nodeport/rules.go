@@ -487,9 +487,11 @@ func (g *Guard) judgePins(r Review, pins map[PortRef]int32, admin string, v *Ver
 	for _, o := range sortedPinRefs(pins) {
 		n := pins[o]
 		prev, had := old[o]
-		// A pin is a new claim when it is new, changed, or names a port the
-		// old object lacked: a dormant pin must not wake up unjudged.
-		changed := !had || prev != n || (hasPort(svc, o.Port) && !hasPort(r.Old, o.Port))
+		// A pin is a new claim when it is new, changed, names a port the old
+		// object lacked, or its Service starts allocating nodePorts: a dormant
+		// pin must not wake up unjudged.
+		changed := !had || prev != n || (hasPort(svc, o.Port) && !hasPort(r.Old, o.Port)) ||
+			(holdsNodePorts(svc) && !holdsNodePorts(r.Old))
 		what := fmt.Sprintf("%s/%s: annotation %s pin %s=%d denied", svc.Namespace, svc.Name, PinAnnotation, portText(o.Port), n)
 		if !hasPort(svc, o.Port) {
 			// Judged when the pin is set, and when the change removes its port;
@@ -590,6 +592,13 @@ func allocatesNodePorts(svc *corev1.Service) bool {
 	default:
 		return false
 	}
+}
+
+// holdsNodePorts tells whether svc (nil: none) allocates nodePorts or has
+// some: only such a Service's annotation pins reserve anything, so that a
+// Service without nodePorts cannot fence them off for free.
+func holdsNodePorts(svc *corev1.Service) bool {
+	return svc != nil && (allocatesNodePorts(svc) || len(nodePorts(svc)) > 0)
 }
 
 // nodePorts returns the ports of svc that hold a nodePort.

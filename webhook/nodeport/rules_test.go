@@ -429,6 +429,14 @@ func TestJudgeAnnotationPins(t *testing.T) {
 			wantDenial: "pin metrics=31446 denied: 31446 is held by b/holder:web" + howToFix,
 		},
 		{
+			name: "holes found in review: a ClusterIP Service's pin is dormant, and wakes up judged when the Service starts allocating nodePorts",
+			old:  clusterIP("tenant", "t", fixtures.Annotation(PinAnnotation, "http=31446")),
+			new: fixtures.Service("tenant", "t", fixtures.Annotation(PinAnnotation, "http=31446"),
+				fixtures.Port("http", 80, 31446)),
+			view:       fakeView{holders: map[int32][]PortRef{31446: {holderWeb}}},
+			wantDenial: "pin http=31446 denied: 31446 is held by b/holder:web" + howToFix,
+		},
+		{
 			name:        "holes found in review: a pin claim waits for synced caches, it is never urgent",
 			new:         clusterIP("tenant", "t", fixtures.Annotation(PinAnnotation, "http=31447")),
 			view:        fakeView{unsynced: true},

@@ -97,8 +97,7 @@ func TestEnvtestAuditReportsAPreExistingPinConflict(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := suite.Env.Namespace(t, nil)
-	tenant := fixtures.Service(ns, "tenant", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0),
-		fixtures.Annotation(nodeport.PinAnnotation, "http=30601"))
+	tenant := fixtures.Service(ns, "tenant", fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=30601"))
 	require.NoError(t, suite.Env.Client.Create(ctx, tenant), "30601 is free and pinned by no flag the suite's guard knows: a fine claim")
 	// The suite's guard sees 30601 pinned by the tenant's annotation: a
 	// node-port admin makes the gateway take it by force, as a Service

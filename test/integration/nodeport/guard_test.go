@@ -234,12 +234,26 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	})
 
+	t.Run("a ClusterIP Service's pin fences off nothing, and is judged when the Service starts allocating nodePorts", func(t *testing.T) {
+		dormant := fixtures.Service(tenant, "dormant", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31449"))
+		_, err := c.CoreV1().Services(tenant).Create(ctx, dormant, metav1.CreateOptions{})
+		require.NoError(t, err, "31449 is free: a fine claim")
+		other := suite.Env.Namespace(t, nil)
+		_, err = c.CoreV1().Services(other).Create(ctx, fixtures.Service(other, "user", fixtures.Port("web", 443, 31449)), metav1.CreateOptions{})
+		require.NoError(t, err, "a pin on a Service without nodePorts must not keep 31449 from whoever allocates it: it would cost the tenant no nodePort quota")
+		want := tenant + `/dormant: annotation svcguard.io/pinned-node-ports pin http=31449 denied: 31449 is held by ` + other + `/user:web`
+		require.Eventually(t, func() bool {
+			_, err := update(ctx, c, tenant, "dormant", true, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort })
+			return err != nil && strings.Contains(err.Error(), want)
+		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
+	})
+
 	t.Run("an annotation pin on a nodePort another Service's annotation pins is denied, naming that pin", func(t *testing.T) {
-		first := fixtures.Service(tenant, "first", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31447"))
+		first := fixtures.Service(tenant, "first", fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31447"))
 		_, err := c.CoreV1().Services(tenant).Create(ctx, first, metav1.CreateOptions{})
 		require.NoError(t, err, "a pin on a free nodePort is a fine claim")
 		other := suite.Env.Namespace(t, nil)
-		second := fixtures.Service(other, "second", fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31447"))
+		second := fixtures.Service(other, "second", fixtures.Port("http", 80, 0), fixtures.Annotation(nodeport.PinAnnotation, "http=31447"))
 		want := other + `/second: annotation svcguard.io/pinned-node-ports pin http=31447 denied: 31447 is pinned to ` + tenant + `/first:http by annotation`
 		require.Eventually(t, func() bool {
 			_, err := c.CoreV1().Services(other).Create(ctx, second, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
