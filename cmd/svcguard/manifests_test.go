@@ -18,6 +18,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -145,6 +146,15 @@ func TestManifestThreeReplicasSpreadAndTwoAlwaysAvailable(t *testing.T) {
 	assert.Equal(t, []corev1.Capability{"ALL"}, container.SecurityContext.Capabilities.Drop)
 	assert.Equal(t, ptrTo(true), deploy.Spec.Template.Spec.SecurityContext.RunAsNonRoot)
 	assert.True(t, container.Resources.Limits.Cpu().IsZero(), "no CPU limit: throttling adds admission latency")
+	var memLimit string
+	for _, e := range container.Env {
+		if e.Name == "GOMEMLIMIT" {
+			memLimit = e.Value
+		}
+	}
+	soft, err := resource.ParseQuantity(strings.TrimSuffix(memLimit, "B")) // Go's MiB is Kubernetes' Mi
+	require.NoError(t, err, "GOMEMLIMIT %q", memLimit)
+	assert.Less(t, soft.Value(), container.Resources.Limits.Memory().Value(), "the Go runtime collects harder before the kernel kills")
 }
 
 func ptrTo[T any](v T) *T { return &v }

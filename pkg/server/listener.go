@@ -46,10 +46,10 @@ const (
 	BodyReadTimeout = 10 * time.Second
 	// DefaultMaxInFlight is the default of --max-in-flight-requests: each
 	// request may carry a body of up to 7 MiB (controller-runtime's limit, as
-	// an UPDATE holds two objects), so 32 bound hostile bodies to 224 MiB
-	// read (the manifests set 16 under a 512Mi limit, leaving room to decode
-	// them); at about a millisecond per request that still answers tens of
-	// thousands of requests a second.
+	// an UPDATE holds two objects) and costs several times that to decode,
+	// so the cap bounds memory too (the manifests set 16 with GOMEMLIMIT under
+	// a 512Mi limit: BenchmarkHostileReviewsPeakRSS); at about a millisecond
+	// per request 32 still answer tens of thousands of requests a second.
 	DefaultMaxInFlight = 32
 )
 

@@ -187,6 +187,9 @@ func (p *Process) Kill() {
 	<-p.exited
 }
 
+// PID is the process's ID, for reading what the kernel counts of it.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
 // Output returns everything the process printed so far.
 func (p *Process) Output() string {
 	return p.output.String()
