@@ -338,40 +338,38 @@ func TestEnvtestTheAPIServerCallsTheGuardOnlyForServicesWithNodePortsOutsideItsN
 		return guardCalls() > before
 	}, 30*time.Second, 200*time.Millisecond, "the API server calls the guard for a NodePort Service")
 
-	clusterIP := fixtures.Type(corev1.ServiceTypeClusterIP)
-	for _, c := range []struct {
-		name   string
-		svc    *corev1.Service
-		called bool
-	}{
-		{"a ClusterIP Service", fixtures.Service("deploy-test", "cluster-ip", clusterIP, fixtures.Port("http", 80, 0)), false},
-		{"a NodePort Service", fixtures.Service("deploy-test", "node-port", fixtures.Type(corev1.ServiceTypeNodePort), fixtures.Port("http", 80, 0)), true},
-		{"a LoadBalancer Service", fixtures.Service("deploy-test", "load-balancer", fixtures.Type(corev1.ServiceTypeLoadBalancer), fixtures.Port("http", 80, 0)), true},
-		{"a ClusterIP Service with a pin annotation", fixtures.Service("deploy-test", "pinned", clusterIP, fixtures.Port("http", 80, 0),
-			fixtures.Annotation("svcguard.io/pinned-node-ports", "http=30001")), true},
-		{"a NodePort Service in svcguard's namespace", fixtures.Service(namespace, "own", fixtures.Type(corev1.ServiceTypeNodePort), fixtures.Port("http", 80, 0)), false},
-	} {
+	// calledFor proves whether one write reached the guard.
+	calledFor := func(name string, write func() error, called bool) {
+		t.Helper()
 		before := guardCalls()
-		require.NoError(t, env.Client.Create(ctx, c.svc), c.name)
-		assert.Equal(t, c.called, guardCalls() > before, "%s: called the guard", c.name)
+		require.NoError(t, write(), name)
+		assert.Equal(t, called, guardCalls() > before, "%s: called the guard", name)
 	}
-
-	// An UPDATE is judged by the object before and after: a Service leaving
-	// NodePort had nodePorts, a relabelled ClusterIP Service never had any.
-	var leaving, relabelled corev1.Service
-	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "deploy-test", Name: "node-port"}, &leaving))
-	leaving.Spec.Type, leaving.Spec.Ports[0].NodePort = corev1.ServiceTypeClusterIP, 0
-	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "deploy-test", Name: "cluster-ip"}, &relabelled))
-	relabelled.Labels = map[string]string{"team": "a"}
-	for _, c := range []struct {
-		name   string
-		svc    *corev1.Service
-		called bool
-	}{{"a NodePort Service becoming ClusterIP", &leaving, true}, {"a relabelled ClusterIP Service", &relabelled, false}} {
-		before := guardCalls()
-		require.NoError(t, env.Client.Update(ctx, c.svc), c.name)
-		assert.Equal(t, c.called, guardCalls() > before, "%s: called the guard", c.name)
+	create := func(svc *corev1.Service) func() error { return func() error { return env.Client.Create(ctx, svc) } }
+	// change updates Service deploy-test/name, judged by the object before and after.
+	change := func(name string, edit func(*corev1.Service)) func() error {
+		return func() error {
+			var svc corev1.Service
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "deploy-test", Name: name}, &svc); err != nil {
+				return err
+			}
+			edit(&svc)
+			return env.Client.Update(ctx, &svc)
+		}
 	}
+	clusterIP, nodePort, http := fixtures.Type(corev1.ServiceTypeClusterIP), fixtures.Type(corev1.ServiceTypeNodePort), fixtures.Port("http", 80, 0)
+	calledFor("a ClusterIP Service", create(fixtures.Service("deploy-test", "cluster-ip", clusterIP, http)), false)
+	calledFor("a NodePort Service", create(fixtures.Service("deploy-test", "node-port", nodePort, http)), true)
+	calledFor("a LoadBalancer Service", create(fixtures.Service("deploy-test", "load-balancer", fixtures.Type(corev1.ServiceTypeLoadBalancer), http)), true)
+	calledFor("a ClusterIP Service with a pin annotation", create(fixtures.Service("deploy-test", "pinned", clusterIP, http,
+		fixtures.Annotation("svcguard.io/pinned-node-ports", "http=30001"))), true)
+	calledFor("a NodePort Service in svcguard's namespace", create(fixtures.Service(namespace, "own", nodePort, http)), false)
+	calledFor("a NodePort Service becoming ClusterIP (it had nodePorts)", change("node-port", func(s *corev1.Service) {
+		s.Spec.Type, s.Spec.Ports[0].NodePort = corev1.ServiceTypeClusterIP, 0
+	}), true)
+	calledFor("a relabelled ClusterIP Service (it never had nodePorts)", change("cluster-ip", func(s *corev1.Service) {
+		s.Labels = map[string]string{"team": "a"}
+	}), false)
 
 	pod := fixtures.Pod(namespace, "own-pod", fixtures.Container("app", "registry.example/app:1"))
 	require.NoError(t, env.Client.Create(ctx, pod))
