@@ -301,20 +301,21 @@ func TestEnvtestTheAPIServerCallsTheGuardOnlyForServicesWithNodePortsOutsideItsN
 
 	// Point the installed configurations at this process, as the Service and
 	// cainjector do in a cluster.
-	url := func(path string) *string { s := "https://" + env.WebhookBindAddress + path; return &s }
+	pointHere := func(cc *admissionregistrationv1.WebhookClientConfig) {
+		url := "https://" + env.WebhookBindAddress + *cc.Service.Path
+		cc.URL, cc.Service, cc.CABundle = &url, nil, env.CAData
+	}
 	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
 	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "svcguard"}, &mwc))
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "svcguard"}, &vwc))
 	for i := range mwc.Webhooks {
-		cc := &mwc.Webhooks[i].ClientConfig
-		cc.URL, cc.Service, cc.CABundle = url(*cc.Service.Path), nil, env.CAData
+		pointHere(&mwc.Webhooks[i].ClientConfig)
+	}
+	for i := range vwc.Webhooks {
+		pointHere(&vwc.Webhooks[i].ClientConfig)
 	}
 	require.NoError(t, env.Client.Update(ctx, &mwc))
-	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "svcguard"}, &vwc))
-	for i := range vwc.Webhooks {
-		cc := &vwc.Webhooks[i].ClientConfig
-		cc.URL, cc.Service, cc.CABundle = url(*cc.Service.Path), nil, env.CAData
-	}
 	require.NoError(t, env.Client.Update(ctx, &vwc))
 	t.Cleanup(func() { restoreWebhookConfigurations(t) })
 
