@@ -1,7 +1,14 @@
-// Package e2e runs the real svcguard binary, built from this tree, against a
-// real kube-apiserver and etcd, and checks what an operator sees: Pods come
-// back injected, probes and metrics answer, the certificate reloads, bad
-// settings fail in one line, SIGTERM stops cleanly, and `make demo` works.
+// Package e2e is svcguard's end-to-end suite (`make e2e`): a real control
+// plane as processes (etcd, kube-apiserver, kube-controller-manager), and
+// svcguard's Deployment played by three processes of the real binary, built
+// from this tree, with the manifests' flags, behind a Service stand-in that
+// routes by the manifests' readiness probe. The API server is the client:
+// the registered webhook configurations, rendered from the manifests, send
+// it to the stand-in. The scenarios (scenario_*_test.go) put the faults of
+// real clusters to it and print their figures in one table (report_test.go);
+// the other tests check what an operator sees: Pods come back injected,
+// probes and metrics answer, the certificate reloads, bad settings fail in
+// one line, SIGTERM stops cleanly, and `make demo` works.
 package e2e
 
 import (
@@ -11,8 +18,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,14 +47,26 @@ const (
 var (
 	binary string
 	env    *testenv.Environment
-	proc   *testenv.Process
+	// fleet is svcguard's Deployment: three replicas behind the Service
+	// stand-in, with the manifests' flags and fleetFlags.
+	fleet *testenv.Fleet
+	// ca issues every serving certificate; the configurations trust it.
+	ca *certtest.Authority
+	// fleetLog holds every replica's output, shown when the suite fails.
+	fleetLog testenv.SyncBuffer
 )
+
+// fleetFlags are what the suite adds to the manifests' flags: the address to
+// inject, which every install sets (see the README's install section), and
+// an audit pass every 5s rather than every minute, so that the scenarios
+// wait seconds for what an audit finds.
+var fleetFlags = []string{"--service-host=" + serviceHost, "--service-port=" + servicePort, "--audit-interval=5s"}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
-func run(m *testing.M) int {
+func run(m *testing.M) (code int) {
 	dir, err := os.MkdirTemp("", "svcguard-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -55,29 +77,101 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if env, err = testenv.Start(testenv.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
-		}
+	stop, err := startCluster()
+	// An interrupted run (Ctrl-C, a CI timeout's SIGTERM) stops every process it started, so a second run
+	// right after it starts clean.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-signals
+		fmt.Fprintf(os.Stderr, "e2e: %s: stopping every process the suite started\n", sig)
+		stop()
+		os.Exit(1)
 	}()
-	proc, err = env.StartBinary(context.Background(), binary, nil, "--service-host="+serviceHost, "--service-port="+servicePort, "--shutdown-drain=1s")
+	defer stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	code := m.Run()
-	if exit, err := proc.Terminate(30 * time.Second); err != nil || exit != 0 {
-		fmt.Fprintf(os.Stderr, "svcguard did not stop cleanly (exit %d, %v); output:\n%s\n", exit, err, proc.Output())
-		return 1
+	code = m.Run()
+	if err := writeReport(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "writing the scenario table:", err)
+		code = 1
+	}
+	// Every replica stops cleanly, all at once as a deleted Deployment's Pods do.
+	var stopping sync.WaitGroup
+	var unclean atomic.Bool
+	for _, r := range fleet.Replicas() {
+		stopping.Go(func() {
+			if exit, err := fleet.Terminate(r, 60*time.Second); err != nil || exit != 0 {
+				fmt.Fprintf(os.Stderr, "replica %s did not stop cleanly (exit %d, %v)\n", r.Name, exit, err)
+				unclean.Store(true)
+			}
+		})
+	}
+	stopping.Wait()
+	if unclean.Load() {
+		code = 1
 	}
 	if code != 0 {
-		fmt.Fprintf(os.Stderr, "svcguard output:\n%s\n", proc.Output())
+		fmt.Fprintf(os.Stderr, "svcguard replicas' output:\n%s\n", fleetLog.String())
 	}
 	return code
+}
+
+// startCluster starts the control plane, kube-controller-manager and the
+// fleet, and returns what stops them all (safe to call twice).
+func startCluster() (func(), error) {
+	var (
+		once    sync.Once
+		stopped []func() error
+	)
+	stop := func() {
+		once.Do(func() {
+			for i := len(stopped) - 1; i >= 0; i-- {
+				if err := stopped[i](); err != nil {
+					fmt.Fprintln(os.Stderr, "e2e: stopping:", err)
+				}
+			}
+		})
+	}
+	ctx := context.Background()
+	var err error
+	if env, err = testenv.Start(testenv.Options{}); err != nil {
+		return stop, err
+	}
+	stopped = append(stopped, env.Stop)
+	kcm, err := env.StartControllerManager(ctx, nil)
+	if err != nil {
+		return stop, err
+	}
+	stopped = append(stopped, func() error { kcm.Kill(); return nil })
+	if ca, err = certtest.Generate(time.Now().Add(24 * time.Hour)); err != nil {
+		return stop, err
+	}
+	// The configurations trust the suite's CA, as cainjector makes them trust cert-manager's; replicas that tests
+	// start on their own serve the environment's certificate, so it comes from this CA too.
+	if err := env.SetCABundle(ctx, ca.PEM); err != nil {
+		return stop, err
+	}
+	files, err := ca.ServingFiles()
+	if err != nil {
+		return stop, err
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(env.CertDir, name), data, 0o600); err != nil {
+			return stop, err
+		}
+	}
+	env.CAData = ca.PEM
+	fleet, err = env.StartFleet(ctx, testenv.FleetOptions{
+		Binary: binary, Overlay: testenv.DefaultOverlay, Serving: ca.ServingFiles, Log: &fleetLog,
+	}, 3, fleetFlags...)
+	if err != nil {
+		return stop, err
+	}
+	stopped = append(stopped, fleet.Close)
+	return stop, nil
 }
 
 // createAppPod creates Pod app (one container, image nginx) in a new namespace
@@ -97,7 +191,7 @@ func TestBinaryInjectsPodsCreatedThroughTheAPIServer(t *testing.T) {
 
 func TestBinaryServesLivenessAndReadiness(t *testing.T) {
 	for _, path := range []string{"/healthz", "/readyz"} {
-		resp, err := http.Get(proc.HealthURL + path)
+		resp, err := http.Get(fleet.Replicas()[0].HealthURL + path)
 		require.NoError(t, err)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -107,8 +201,15 @@ func TestBinaryServesLivenessAndReadiness(t *testing.T) {
 
 func TestBinaryExportsAdmissionMetrics(t *testing.T) {
 	createAppPod(t)
-	text, err := proc.Metrics()
-	require.NoError(t, err)
+	// The Pod went to one replica, whichever the Service picked: read them all.
+	var text string
+	for _, r := range fleet.Replicas() {
+		m, err := r.Metrics()
+		require.NoError(t, err)
+		if strings.Contains(m, `svcguard_admission_requests_total{decision="patched",operation="CREATE",webhook="service-host"}`) {
+			text = m
+		}
+	}
 	for _, want := range []string{
 		`svcguard_admission_requests_total{decision="patched",operation="CREATE",webhook="service-host"}`,
 		`svcguard_admission_duration_seconds_bucket{webhook="service-host"`,

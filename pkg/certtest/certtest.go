@@ -1,7 +1,9 @@
 // Package certtest issues throwaway certificates for svcguard's tests: a CA
 // and serving certificates it signs, in memory or written as tls.crt and
-// tls.key the way cert-manager writes them. Only tests call it: every
-// function takes the test and fails it on error.
+// tls.key the way cert-manager writes them. Only tests call it: the
+// functions take the test and fail it on error, except Generate and
+// ServingFiles, which return errors for harnesses that run before any test
+// (a TestMain).
 package certtest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -38,9 +41,18 @@ func NewAuthority(t testing.TB) *Authority {
 // expires when.
 func NewAuthorityUntil(t testing.TB, notAfter time.Time) *Authority {
 	t.Helper()
+	a, err := Generate(notAfter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Generate creates a CA valid until notAfter.
+func Generate(notAfter time.Time) (*Authority, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("generating the CA key: %v", err)
+		return nil, fmt.Errorf("generating the CA key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "svcguard test CA"},
@@ -49,22 +61,30 @@ func NewAuthorityUntil(t testing.TB, notAfter time.Time) *Authority {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatalf("signing the CA certificate: %v", err)
+		return nil, fmt.Errorf("signing the CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatalf("parsing the CA certificate: %v", err)
+		return nil, fmt.Errorf("parsing the CA certificate: %w", err)
 	}
-	return &Authority{Cert: cert, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}
+	return &Authority{Cert: cert, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}, nil
 }
 
 // Issue signs a serving certificate for names (DNS names or IPs), valid from
 // notBefore for life.
 func (a *Authority) Issue(t testing.TB, notBefore time.Time, life time.Duration, names ...string) *tls.Certificate {
 	t.Helper()
+	cert, err := a.issue(notBefore, life, names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+func (a *Authority) issue(notBefore time.Time, life time.Duration, names ...string) (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("generating a serving key: %v", err)
+		return nil, fmt.Errorf("generating a serving key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "svcguard"},
@@ -80,13 +100,13 @@ func (a *Authority) Issue(t testing.TB, notBefore time.Time, life time.Duration,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, &key.PublicKey, a.key)
 	if err != nil {
-		t.Fatalf("signing a serving certificate: %v", err)
+		return nil, fmt.Errorf("signing a serving certificate: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatalf("parsing a serving certificate: %v", err)
+		return nil, fmt.Errorf("parsing a serving certificate: %w", err)
 	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // IssueFiles issues a certificate for 127.0.0.1 and localhost, valid for an
@@ -94,29 +114,57 @@ func (a *Authority) Issue(t testing.TB, notBefore time.Time, life time.Duration,
 // watcher never pairs the new certificate with the old key for long).
 func (a *Authority) IssueFiles(t testing.TB, dir string) *tls.Certificate {
 	t.Helper()
-	cert := a.Issue(t, time.Now().Add(-time.Minute), time.Hour, "127.0.0.1", "localhost")
-	chain, key := EncodePEM(t, cert)
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), key, 0o600); err != nil {
+	cert, files, err := a.serving()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), chain, 0o600); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"tls.key", "tls.crt"} {
+		if err := os.WriteFile(filepath.Join(dir, name), files[name], 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return cert
+}
+
+// ServingFiles issues what IssueFiles writes and returns the files' contents
+// by name (tls.crt, tls.key), for a harness that writes them its own way.
+func (a *Authority) ServingFiles() (map[string][]byte, error) {
+	_, files, err := a.serving()
+	return files, err
+}
+
+func (a *Authority) serving() (*tls.Certificate, map[string][]byte, error) {
+	cert, err := a.issue(time.Now().Add(-time.Minute), time.Hour, "127.0.0.1", "localhost")
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, key, err := encodePEM(cert)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, map[string][]byte{"tls.crt": chain, "tls.key": key}, nil
 }
 
 // EncodePEM returns cert's chain and its ECDSA key as PEM, the contents of
 // tls.crt and tls.key.
 func EncodePEM(t testing.TB, cert *tls.Certificate) (chain, key []byte) {
 	t.Helper()
+	chain, key, err := encodePEM(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chain, key
+}
+
+func encodePEM(cert *tls.Certificate) (chain, key []byte, err error) {
 	keyDER, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
 	if err != nil {
-		t.Fatalf("encoding the serving key: %v", err)
+		return nil, nil, fmt.Errorf("encoding the serving key: %w", err)
 	}
 	for _, der := range cert.Certificate {
 		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	return chain, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	return chain, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 func randomSerial() *big.Int {

@@ -98,10 +98,15 @@ func WriteKubeconfig(t testing.TB, cfg *rest.Config) string {
 // calls to admission webhooks (apiserver_admission_webhook_*). It returns an
 // error: tests poll it inside require.Eventually.
 func (e *Environment) APIServerMetrics(ctx context.Context) (string, error) {
-	cs, err := kubernetes.NewForConfig(e.Config)
+	cs, err := e.clientset()
 	if err != nil {
 		return "", err
 	}
 	data, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	return string(data), err
+}
+
+// clientset is a client-go clientset on Config.
+func (e *Environment) clientset() (*kubernetes.Clientset, error) {
+	return kubernetes.NewForConfig(e.Config)
 }

@@ -34,6 +34,12 @@ type Process struct {
 // and is kept for Output. It returns an error, as Terminate and Wait do:
 // the demo and TestMain run the binary too.
 func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Writer, args ...string) (*Process, error) {
+	return e.StartBinaryWithEnv(ctx, binary, log, nil, args...)
+}
+
+// StartBinaryWithEnv is StartBinary with env (NAME=value) added to the
+// process's environment, as a Deployment's env sets it.
+func (e *Environment) StartBinaryWithEnv(ctx context.Context, binary string, log io.Writer, env []string, args ...string) (*Process, error) {
 	health, err := FreeAddress()
 	if err != nil {
 		return nil, err
@@ -52,7 +58,7 @@ func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Wri
 		// token; args may turn it back on (the deploy suite does).
 		"--metrics-secure=false",
 	}, args...)
-	p, err := startProcess(binary, log, all...)
+	p, err := startProcess(binary, log, env, all...)
 	if err != nil {
 		return nil, err
 	}
@@ -66,8 +72,9 @@ func (e *Environment) StartBinary(ctx context.Context, binary string, log io.Wri
 	return p, nil
 }
 
-// startProcess starts binary with args, keeping its combined output.
-func startProcess(binary string, log io.Writer, args ...string) (*Process, error) {
+// startProcess starts binary with args and env added to this process's
+// environment, keeping its combined output.
+func startProcess(binary string, log io.Writer, env []string, args ...string) (*Process, error) {
 	out := &SyncBuffer{}
 	var w io.Writer = out
 	if log != nil {
@@ -75,6 +82,9 @@ func startProcess(binary string, log io.Writer, args ...string) (*Process, error
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = w, w
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", binary, err)
@@ -185,6 +195,16 @@ func (p *Process) Wait(timeout time.Duration) (int, error) {
 func (p *Process) Kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.exited
+}
+
+// Running reports whether the process has not exited.
+func (p *Process) Running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // PID is the process's ID, for reading what the kernel counts of it.

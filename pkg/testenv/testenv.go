@@ -62,6 +62,8 @@ type Environment struct {
 
 	env *envtest.Environment
 	dir string
+	// restarted are kube-apiserver processes started by RestartAPIServer.
+	restarted []*Process
 }
 
 // Options say what to register.
@@ -191,6 +193,9 @@ func (e *Environment) finish(scheme *runtime.Scheme) error {
 // Stop stops the control plane and removes every temporary file.
 func (e *Environment) Stop() error {
 	var errs []error
+	for _, p := range e.restarted {
+		p.Kill()
+	}
 	if e.env != nil {
 		errs = append(errs, e.env.Stop())
 	}

@@ -25,6 +25,9 @@ import (
 const (
 	MissedReason     = "ServiceHostNotInjected"
 	RemediatedReason = "ServiceHostRemediation"
+	// BlockedReason: a PodDisruptionBudget refused the eviction of a missed
+	// Pod; the audit tries again on later passes.
+	BlockedReason = "ServiceHostRemediationBlocked"
 )
 
 // auditedPod is all the audit keeps of a Pod: its key, creation time,
@@ -144,6 +147,8 @@ type Audit struct {
 	// reported holds the keys already given an Event this term, so that each
 	// missed Pod is reported once, not once per pass.
 	reported map[string]bool
+	// blocked holds the keys whose refused eviction got an Event this term.
+	blocked map[string]bool
 }
 
 // NewAudit builds the audit's informers on client.
@@ -180,7 +185,7 @@ func (a *Audit) Start(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.namespaces.HasSynced) {
 		return nil // the term ended first
 	}
-	a.reported = map[string]bool{}
+	a.reported, a.blocked = map[string]bool{}, map[string]bool{}
 	audit.Passes(ctx, a.opts.Interval, nil, a.pass)
 	return nil
 }
@@ -212,14 +217,18 @@ func (a *Audit) pass(ctx context.Context) {
 				a.reported[key] = true
 			}
 		}
-		// Evict only what was reported: every eviction follows its Event.
-		if a.reported[key] && a.opts.Remediate && Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) && a.limiter.Allow() {
-			a.remediate(ctx, p)
+		// Evict only what was reported: every eviction follows its Event. The rate counts evictions
+		// made: one a budget refused gives its turn back, so that a held Pod cannot starve the others.
+		// (A reservation cannot be given back once due, so the token is taken after the eviction.)
+		if a.reported[key] && a.opts.Remediate && Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) &&
+			a.limiter.Tokens() >= 1 && a.remediate(ctx, p) {
+			a.limiter.Allow()
 		}
 	}
 	for key := range a.reported {
 		if !seen[key] {
 			delete(a.reported, key)
+			delete(a.blocked, key)
 		}
 	}
 	metrics.PodsMissingServiceHost.Set(float64(missing))
@@ -269,12 +278,12 @@ func (a *Audit) report(ctx context.Context, p *auditedPod) bool {
 }
 
 // remediate evicts the Pod through the eviction API, so that
-// PodDisruptionBudgets are honoured; a refused eviction is tried again on a
-// later pass.
-func (a *Audit) remediate(ctx context.Context, p *auditedPod) {
+// PodDisruptionBudgets are honoured, and reports whether it did; a refused
+// eviction is tried again on a later pass.
+func (a *Audit) remediate(ctx context.Context, p *auditedPod) bool {
 	pod, missed := a.fresh(ctx, p)
 	if !missed || !Remediable(OwnerKindOf(pod), pod.Namespace, a.opts.OwnNamespace) {
-		return
+		return false
 	}
 	err := a.client.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
 		ObjectMeta:    metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name},
@@ -286,11 +295,19 @@ func (a *Audit) remediate(ctx context.Context, p *auditedPod) {
 		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, RemediatedReason, "Evict",
 			"evicted by svcguard so that its controller re-creates it with %s", HostVar)
 		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.String())
+		return true
 	case apierrors.IsTooManyRequests(err):
-		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.String())
+		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.String(), "reason", err.Error())
+		// Once a term on the Pod too, where its owner looks: the budget, not svcguard, keeps it as it is.
+		if !a.blocked[p.String()] {
+			a.blocked[p.String()] = true
+			a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, BlockedReason, "Evict",
+				"svcguard cannot evict it yet (%v); it tries again every audit pass, or delete the Pod yourself", err)
+		}
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// Gone or replaced meanwhile: nothing to do.
 	default:
 		a.log.Error(err, "cannot evict a Pod that missed the service-host injection", "pod", p.String())
 	}
+	return false
 }
