@@ -70,7 +70,7 @@ type endpoint struct {
 	// deleted: its Pod is being deleted; probes no longer count.
 	deleted  bool
 	failures int
-	cancel         context.CancelFunc
+	cancel   context.CancelFunc
 }
 
 // NewServiceStandIn listens on addr ("127.0.0.1:0" for any port) and routes
