@@ -212,12 +212,31 @@ func untouched(p *corev1.Pod) bool {
 type row struct {
 	scenario, figure, goal string
 	pass                   bool
+	// test is the test that recorded it.
+	test string
 }
 
 var (
 	reportMu sync.Mutex
 	report   []row
 )
+
+// begin opens a scenario's row: a test that ends without recording its
+// figure gets a FAIL row, and a row recorded by a test that then failed is
+// turned into FAIL, so the table never looks better than the run.
+func begin(t *testing.T, scenario string) {
+	t.Cleanup(func() {
+		reportMu.Lock()
+		defer reportMu.Unlock()
+		for i := range report {
+			if report[i].test == t.Name() {
+				report[i].pass = report[i].pass && !t.Failed()
+				return
+			}
+		}
+		report = append(report, row{scenario: scenario, figure: "did not finish (see the test's log)", goal: "-", test: t.Name()})
+	})
+}
 
 // record adds a scenario's figure to the table the suite prints at the end,
 // and logs it. pass is whether the goal was met; the test asserts it too.
@@ -226,7 +245,31 @@ func record(t testing.TB, scenario, figure, goal string, pass bool) {
 	t.Logf("%s: %s (goal: %s)", scenario, figure, goal)
 	reportMu.Lock()
 	defer reportMu.Unlock()
-	report = append(report, row{scenario, figure, goal, pass})
+	report = append(report, row{scenario, figure, goal, pass, t.Name()})
+}
+
+// restoreOnFailure puts the fleet back (three replicas with the manifests'
+// settings, trusted by the current CA, no endpoint lag) when t fails, so
+// that one failed scenario does not fail the ones after it.
+func restoreOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx := context.Background()
+		fleet.StandIn.SetEndpointLag(0)
+		fleet.SetServing(ca.ServingFiles)
+		env.CAData = ca.PEM
+		if err := env.SetCABundle(ctx, ca.PEM); err != nil {
+			t.Logf("restoring the caBundle: %v", err)
+		}
+		for _, r := range fleet.Replicas() {
+			fleet.Kill(r)
+		}
+		if err := startReplicas(ctx, 3, fleetFlags...); err != nil {
+			t.Logf("restoring the fleet: %v", err)
+		}
+	})
 }
 
 // writeReport prints the table as Markdown to w and, when $E2E_REPORT names
@@ -255,47 +298,4 @@ func writeReport(w io.Writer) error {
 		return os.WriteFile(path, []byte(b.String()), 0o600)
 	}
 	return nil
-}
-
-// warnings collects the HTTP Warning headers the API server passes on.
-type warnings struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-// HandleWarningHeader keeps one warning.
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.seen = append(w.seen, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.seen
-	w.seen = nil
-	return out
-}
-
-// clientWithWarnings is a clientset that keeps the warnings it is sent, as
-// kubectl prints them.
-func clientWithWarnings(t testing.TB) (kubernetes.Interface, *warnings) {
-	t.Helper()
-	w := &warnings{}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.WarningHandler = w
-	c, err := kubernetes.NewForConfig(cfg)
-	require.NoError(t, err)
-	return c, w
-}
-
-// updateService gets the Service, lets change modify it and updates it.
-func updateService(ctx context.Context, c kubernetes.Interface, ns, name string, change func(*corev1.Service)) (*corev1.Service, error) {
-	svc, err := c.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
-	change(svc)
-	return c.CoreV1().Services(ns).Update(ctx, svc, metav1.UpdateOptions{})
 }

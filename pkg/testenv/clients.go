@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,4 +110,56 @@ func (e *Environment) APIServerMetrics(ctx context.Context) (string, error) {
 // clientset is a client-go clientset on Config.
 func (e *Environment) clientset() (*kubernetes.Clientset, error) {
 	return kubernetes.NewForConfig(e.Config)
+}
+
+// Warnings collects the HTTP Warning headers the API server passes on from
+// admission webhooks, as kubectl prints them.
+type Warnings struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+// HandleWarningHeader keeps one warning (rest.WarningHandler).
+func (w *Warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen = append(w.seen, text)
+}
+
+// Take returns the warnings received since the last Take.
+func (w *Warnings) Take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.seen
+	w.seen = nil
+	return out
+}
+
+// ClientWithWarnings returns an admin clientset that keeps the warnings it is
+// sent.
+func (e *Environment) ClientWithWarnings(t testing.TB) (kubernetes.Interface, *Warnings) {
+	t.Helper()
+	w := &Warnings{}
+	cfg := rest.CopyConfig(e.Config)
+	cfg.WarningHandler = w
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatalf("a clientset for warnings: %v", err)
+	}
+	return c, w
+}
+
+// UpdateService gets Service namespace/name, lets change modify it and
+// updates it (dryRun: as a dry run, which stores nothing).
+func UpdateService(ctx context.Context, c kubernetes.Interface, namespace, name string, dryRun bool, change func(*corev1.Service)) (*corev1.Service, error) {
+	svc, err := c.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	change(svc)
+	opts := metav1.UpdateOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return c.CoreV1().Services(namespace).Update(ctx, svc, opts)
 }

@@ -44,12 +44,13 @@ func (e *Environment) DeleteNamespace(t testing.TB, name string) {
 	}
 }
 
-// EmptyNamespace deletes the Pods and Services of a namespace. envtest runs
-// no namespace controller, so without this they would outlive their
-// namespace and keep their nodePorts (and count as missed Pods) for the
-// tests that follow, or for a re-run with -count. (A deleted namespace stays
-// Terminating for the same reason: a test that needs a fixed name empties
-// it and keeps it.)
+// EmptyNamespace deletes the Pods and Services of a namespace. The envtest
+// suites run no namespace controller (the e2e suite's
+// kube-controller-manager does, later), so without this they would outlive
+// their namespace and keep their nodePorts (and count as missed Pods) for
+// the tests that follow, or for a re-run with -count. (A deleted namespace
+// stays Terminating for the same reason: a test that needs a fixed name
+// empties it and keeps it.)
 func (e *Environment) EmptyNamespace(t testing.TB, name string) {
 	t.Helper()
 	ctx := context.Background()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,7 +198,7 @@ func (f *Fleet) Start(ctx context.Context, extra ...string) (*Replica, error) {
 		}
 	}
 	certDir := filepath.Join(root, f.spec.certDir)
-	files, err := f.ca()
+	files, err := f.issue()
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +278,29 @@ func (f *Fleet) WaitRouted(ctx context.Context, r *Replica) error {
 	}
 }
 
+// WaitSettled waits until the stand-in routes to exactly the running
+// replicas: killed ones stay routed until their probe fails.
+func (f *Fleet) WaitSettled(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		var want []string
+		for _, r := range f.Replicas() {
+			want = append(want, r.Name)
+		}
+		slices.Sort(want)
+		got := f.StandIn.Ready()
+		if slices.Equal(want, got) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the Service stand-in routes to %v, the running replicas are %v", got, want)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Replicas returns the running replicas, oldest first.
 func (f *Fleet) Replicas() []*Replica {
 	f.mu.Lock()
@@ -294,15 +318,22 @@ func (f *Fleet) Terminate(r *Replica, grace time.Duration) (int, error) {
 }
 
 // Kill ends r at once (SIGKILL: no release of the Lease, no drain), as the
-// OOM killer or a crash does; its endpoint leaves the routing the endpoint
-// lag later.
+// OOM killer or a crash does: nothing deletes its Pod, so the Service keeps
+// routing to it until its readiness probe fails and the endpoint lag
+// passed. (The harness then forgets it; a Deployment would restart it.)
 func (f *Fleet) Kill(r *Replica) {
-	f.forget(r)
-	r.Process.Kill()
+	r.Kill()
+	f.remove(r)
+	time.AfterFunc(f.spec.probe.Period*time.Duration(f.spec.probe.FailureThreshold), func() { f.StandIn.Delete(r.Name) })
 }
 
+// forget deletes r's Pod: its endpoint leaves the routing the lag later.
 func (f *Fleet) forget(r *Replica) {
 	f.StandIn.Delete(r.Name)
+	f.remove(r)
+}
+
+func (f *Fleet) remove(r *Replica) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, x := range f.replicas {
@@ -320,23 +351,28 @@ func (f *Fleet) forget(r *Replica) {
 // (within grace each). It returns the first failure.
 func (f *Fleet) RollingRestart(ctx context.Context, grace time.Duration, extra ...string) error {
 	old := f.Replicas()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(old))
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
 	for _, r := range old {
 		if _, err := f.Start(ctx, extra...); err != nil {
-			return err
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+			break
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if code, err := f.Terminate(r, grace); err != nil || code != 0 {
-				errs <- fmt.Errorf("replica %s did not stop cleanly within %s (exit %d, %v); its output:\n%s", r.Name, grace, code, err, r.Output())
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("replica %s did not stop cleanly within %s (exit %d, %v); its output:\n%s", r.Name, grace, code, err, r.Output()))
+				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	close(errs)
-	return <-errs
+	return errors.Join(errs...)
 }
 
 // Leader returns the replica whose /metrics says it leads, or nil.
@@ -353,7 +389,7 @@ func (f *Fleet) Leader() *Replica {
 // secret volume, as the kubelet does when cert-manager renews the Secret.
 func (f *Fleet) RotateServing() error {
 	for _, r := range f.Replicas() {
-		files, err := f.ca()
+		files, err := f.issue()
 		if err != nil {
 			return err
 		}
@@ -362,6 +398,14 @@ func (f *Fleet) RotateServing() error {
 		}
 	}
 	return nil
+}
+
+// issue issues a serving certificate's files the current way.
+func (f *Fleet) issue() (map[string][]byte, error) {
+	f.mu.Lock()
+	issue := f.ca
+	f.mu.Unlock()
+	return issue()
 }
 
 // SetServing changes how new certificates are issued (a new CA).

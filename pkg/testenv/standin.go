@@ -262,7 +262,7 @@ func (s *ServiceStandIn) pick() (string, string, bool) {
 		s.stats.NoEndpoint++
 		return "", "", false
 	}
-	name := names[rand.IntN(len(names))] //nolint:gosec // load spreading, not security
+	name := names[rand.IntN(len(names))]
 	s.stats.Routed[name]++
 	return name, s.endpoints[name].addr, true
 }

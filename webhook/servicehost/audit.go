@@ -198,6 +198,9 @@ func (a *Audit) pass(ctx context.Context) {
 		return
 	}
 	missing, reportsLeft, deferred := 0, a.opts.ReportsPerPass, 0
+	// Eviction attempts, made or refused, per pass: Pods a budget holds are tried again on every pass,
+	// and must not cost unbounded API calls.
+	attemptsLeft := max(10, a.opts.RatePerMinute)
 	seen := make(map[string]bool, len(candidates))
 	for _, obj := range candidates {
 		p := obj.(*auditedPod)
@@ -221,8 +224,11 @@ func (a *Audit) pass(ctx context.Context) {
 		// made: one a budget refused gives its turn back, so that a held Pod cannot starve the others.
 		// (A reservation cannot be given back once due, so the token is taken after the eviction.)
 		if a.reported[key] && a.opts.Remediate && Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) &&
-			a.limiter.Tokens() >= 1 && a.remediate(ctx, p) {
-			a.limiter.Allow()
+			attemptsLeft > 0 && a.limiter.Tokens() >= 1 {
+			attemptsLeft--
+			if a.remediate(ctx, p) {
+				a.limiter.Allow()
+			}
 		}
 	}
 	for key := range a.reported {
@@ -277,6 +283,9 @@ func (a *Audit) report(ctx context.Context, p *auditedPod) bool {
 	return true
 }
 
+// evictTimeout bounds one eviction call.
+const evictTimeout = 10 * time.Second
+
 // remediate evicts the Pod through the eviction API, so that
 // PodDisruptionBudgets are honoured, and reports whether it did; a refused
 // eviction is tried again on a later pass.
@@ -285,6 +294,10 @@ func (a *Audit) remediate(ctx context.Context, p *auditedPod) bool {
 	if !missed || !Remediable(OwnerKindOf(pod), pod.Namespace, a.opts.OwnNamespace) {
 		return false
 	}
+	// An eviction can wait on a budget the disruption controller has not judged yet: bound it, so one Pod
+	// cannot hold up the pass.
+	ctx, cancel := context.WithTimeout(ctx, evictTimeout)
+	defer cancel()
 	err := a.client.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
 		ObjectMeta:    metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name},
 		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}},
@@ -296,7 +309,7 @@ func (a *Audit) remediate(ctx context.Context, p *auditedPod) bool {
 			"evicted by svcguard so that its controller re-creates it with %s", HostVar)
 		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.String())
 		return true
-	case apierrors.IsTooManyRequests(err):
+	case apierrors.IsTooManyRequests(err) && apierrors.HasStatusCause(err, policyv1.DisruptionBudgetCause):
 		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.String(), "reason", err.Error())
 		// Once a term on the Pod too, where its owner looks: the budget, not svcguard, keeps it as it is.
 		if !a.blocked[p.String()] {
@@ -304,6 +317,8 @@ func (a *Audit) remediate(ctx context.Context, p *auditedPod) bool {
 			a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, BlockedReason, "Evict",
 				"svcguard cannot evict it yet (%v); it tries again every audit pass, or delete the Pod yourself", err)
 		}
+	case apierrors.IsTooManyRequests(err):
+		a.log.Info("eviction throttled by the API server; trying again on a later pass", "pod", p.String(), "reason", err.Error())
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// Gone or replaced meanwhile: nothing to do.
 	default:

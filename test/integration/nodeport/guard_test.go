@@ -3,7 +3,6 @@ package nodeport_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,55 +11,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
+	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/nodeport"
 )
-
-// warnings collects the HTTP Warning headers the API server passes on.
-type warnings struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.seen = append(w.seen, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.seen
-	w.seen = nil
-	return out
-}
-
-func clientWithWarnings(t *testing.T) (kubernetes.Interface, *warnings) {
-	w := &warnings{}
-	cfg := rest.CopyConfig(suite.Env.Config)
-	cfg.WarningHandler = w
-	c, err := kubernetes.NewForConfig(cfg)
-	require.NoError(t, err)
-	return c, w
-}
-
-// update gets the Service, lets change modify it and updates it.
-func update(ctx context.Context, c kubernetes.Interface, ns, name string, dryRun bool, change func(*corev1.Service)) (*corev1.Service, error) {
-	svc, err := c.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
-	change(svc)
-	opts := metav1.UpdateOptions{}
-	if dryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
-	return c.CoreV1().Services(ns).Update(ctx, svc, opts)
-}
 
 func setNodePort(n int32) func(*corev1.Service) {
 	return func(s *corev1.Service) { s.Spec.Ports[0].NodePort = n }
@@ -70,7 +25,7 @@ func setNodePort(n int32) func(*corev1.Service) {
 // through the real API server, step by step.
 func TestEnvtestReplaysTheIncident(t *testing.T) {
 	ctx := context.Background()
-	c, w := clientWithWarnings(t)
+	c, w := suite.Env.ClientWithWarnings(t)
 	const ns, name = "istio-ingress", "istio-ingressgateway"
 	_, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if !apierrors.IsAlreadyExists(err) {
@@ -103,10 +58,10 @@ func TestEnvtestReplaysTheIncident(t *testing.T) {
 			`(in range 30000-32767, not reserved, pinned to this port, no hostPort); set annotation svcguard.io/allow-node-port-reassignment=true to force`
 		// Until the caches are synced the denial says "hostPorts not checked yet"; wait for the full one.
 		require.Eventually(t, func() bool {
-			_, err := update(ctx, c, ns, name, true, setNodePort(30194))
+			_, err := testenv.UpdateService(ctx, c, ns, name, true, setNodePort(30194))
 			return err != nil && strings.Contains(err.Error(), want)
 		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
-		_, err := update(ctx, c, ns, name, false, setNodePort(30194))
+		_, err := testenv.UpdateService(ctx, c, ns, name, false, setNodePort(30194))
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), want)
 		stored, err := c.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
@@ -115,33 +70,33 @@ func TestEnvtestReplaysTheIncident(t *testing.T) {
 	})
 
 	t.Run("renaming the port without a nodePort, which makes the API server re-allocate, is denied", func(t *testing.T) {
-		_, err := update(ctx, c, ns, name, false, func(s *corev1.Service) { s.Spec.Ports[0].Name, s.Spec.Ports[0].NodePort = "https", 0 })
+		_, err := testenv.UpdateService(ctx, c, ns, name, false, func(s *corev1.Service) { s.Spec.Ports[0].Name, s.Spec.Ports[0].NodePort = "https", 0 })
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `port "https" nodePort 30445 -> `)
 	})
 
 	t.Run("an update that merely omits the nodePort keeps 30445 and is allowed", func(t *testing.T) {
-		updated, err := update(ctx, c, ns, name, false, setNodePort(0))
+		updated, err := testenv.UpdateService(ctx, c, ns, name, false, setNodePort(0))
 		require.NoError(t, err)
 		assert.EqualValues(t, 30445, updated.Spec.Ports[0].NodePort)
-		assert.Empty(t, w.take(), "no warning for an unchanged nodePort")
+		assert.Empty(t, w.Take(), "no warning for an unchanged nodePort")
 	})
 
 	t.Run("the same move with the override annotation succeeds with a warning", func(t *testing.T) {
-		updated, err := update(ctx, c, ns, name, false, func(s *corev1.Service) {
+		updated, err := testenv.UpdateService(ctx, c, ns, name, false, func(s *corev1.Service) {
 			s.Annotations = map[string]string{nodeport.AllowAnnotation: "true"}
 			s.Spec.Ports[0].NodePort = 30194
 		})
 		require.NoError(t, err)
 		assert.EqualValues(t, 30194, updated.Spec.Ports[0].NodePort)
-		assert.Contains(t, strings.Join(w.take(), "\n"), "forced by annotation svcguard.io/allow-node-port-reassignment")
+		assert.Contains(t, strings.Join(w.Take(), "\n"), "forced by annotation svcguard.io/allow-node-port-reassignment")
 	})
 
 	t.Run("changing the type to ClusterIP is allowed with a warning naming the released nodePort", func(t *testing.T) {
-		updated, err := update(ctx, c, ns, name, false, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeClusterIP })
+		updated, err := testenv.UpdateService(ctx, c, ns, name, false, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeClusterIP })
 		require.NoError(t, err)
 		assert.EqualValues(t, 0, updated.Spec.Ports[0].NodePort)
-		assert.Contains(t, w.take(), "svcguard: istio-ingress/istio-ingressgateway releases nodePort 30194")
+		assert.Contains(t, w.Take(), "svcguard: istio-ingress/istio-ingressgateway releases nodePort 30194")
 	})
 }
 
@@ -149,7 +104,7 @@ func TestEnvtestReplaysTheIncident(t *testing.T) {
 // through the real API server and the Pod cache.
 func TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff(t *testing.T) {
 	ctx := context.Background()
-	c, w := clientWithWarnings(t)
+	c, w := suite.Env.ClientWithWarnings(t)
 	ns := suite.Env.Namespace(t, nil)
 	_, err := c.CoreV1().Services(ns).Create(ctx, fixtures.Service(ns, "metrics", fixtures.Port("http", 443, 31777)), metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -159,15 +114,15 @@ func TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff(t *testing.T) {
 
 	// The Pod reaches the cache through a watch: wait until a dry run sees it.
 	require.Eventually(t, func() bool {
-		_, err := update(ctx, c, ns, "metrics", true, setNodePort(31778))
+		_, err := testenv.UpdateService(ctx, c, ns, "metrics", true, setNodePort(31778))
 		return err == nil
 	}, 30*time.Second, 200*time.Millisecond, "moving a nodePort off a Pod's hostPort must become allowed")
-	w.take()
-	updated, err := update(ctx, c, ns, "metrics", false, setNodePort(31778))
+	w.Take()
+	updated, err := testenv.UpdateService(ctx, c, ns, "metrics", false, setNodePort(31778))
 	require.NoError(t, err)
 	assert.EqualValues(t, 31778, updated.Spec.Ports[0].NodePort)
 	// The namespace's long generated name makes the warning reach its 120-character cut.
-	assert.Contains(t, strings.Join(w.take(), "\n"), `port "http" nodePort 31777 -> 31778 allowed: 31777 was hostPort of Pod `)
+	assert.Contains(t, strings.Join(w.Take(), "\n"), `port "http" nodePort 31777 -> 31778 allowed: 31777 was hostPort of Pod `)
 }
 
 // TestEnvtestTenantCannotCancelAPin replays issue #10, item 1, through the
@@ -179,7 +134,7 @@ func TestEnvtestNodePortCollidingWithHostPortMayBeMovedOff(t *testing.T) {
 // stays denied.
 func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 	ctx := context.Background()
-	c, _ := clientWithWarnings(t)
+	c, _ := suite.Env.ClientWithWarnings(t)
 	const owner = "pinned"
 	_, err := c.CoreV1().Services("default").Create(ctx, fixtures.Service("default", owner, fixtures.Port("http", 443, 30446)), metav1.CreateOptions{})
 	require.NoError(t, err, "the pin's owner takes its flag-pinned nodePort")
@@ -207,10 +162,10 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 			`(in range 30000-32767, not reserved, pinned to this port, no hostPort)`
 		// "no hostPort": the caches are synced, so every annotation pin in the cluster was weighed.
 		require.Eventually(t, func() bool {
-			_, err := update(ctx, c, "default", owner, true, setNodePort(30500))
+			_, err := testenv.UpdateService(ctx, c, "default", owner, true, setNodePort(30500))
 			return err != nil && strings.Contains(err.Error(), want)
 		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
-		_, err := update(ctx, c, "default", owner, false, setNodePort(30500))
+		_, err := testenv.UpdateService(ctx, c, "default", owner, false, setNodePort(30500))
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), want)
 		stored, err := c.CoreV1().Services("default").Get(ctx, owner, metav1.GetOptions{})
@@ -243,7 +198,7 @@ func TestEnvtestTenantCannotCancelAPin(t *testing.T) {
 		require.NoError(t, err, "a pin on a Service without nodePorts must not keep 31449 from whoever allocates it: it would cost the tenant no nodePort quota")
 		want := tenant + `/dormant: annotation svcguard.io/pinned-node-ports pin http=31449 denied: 31449 is held by ` + other + `/user:web`
 		require.Eventually(t, func() bool {
-			_, err := update(ctx, c, tenant, "dormant", true, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort })
+			_, err := testenv.UpdateService(ctx, c, tenant, "dormant", true, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort })
 			return err != nil && strings.Contains(err.Error(), want)
 		}, 30*time.Second, 200*time.Millisecond, "expected the denial %q", want)
 	})
