@@ -40,8 +40,7 @@ envtest: $(ENVTEST_STAMP) ## Build kube-apiserver, etcd and kube-controller-mana
 $(ENVTEST_STAMP): hack/tools/envtest/go.mod hack/tools/envtest/go.sum
 	@mkdir -p $(ENVTEST_DIR)
 	@echo "Building kube-apiserver and kube-controller-manager $(KUBE_VERSION) and etcd $(ETCD_VERSION) from Go modules into $(ENVTEST_DIR)"
-	cd hack/tools/envtest && go build -ldflags "$(KUBE_LDFLAGS)" -o $(KUBEBUILDER_ASSETS)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-	cd hack/tools/envtest && go build -ldflags "$(KUBE_LDFLAGS)" -o $(KUBEBUILDER_ASSETS)/kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+	cd hack/tools/envtest && go build -ldflags "$(KUBE_LDFLAGS)" -o $(KUBEBUILDER_ASSETS)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
 	cd hack/tools/envtest && go build -o $(KUBEBUILDER_ASSETS)/etcd go.etcd.io/etcd/server/v3
 	@rm -f $(ENVTEST_DIR)/.built-*
 	@touch $@

@@ -193,7 +193,7 @@ func TestScenario7BadClientsAtAReplica(t *testing.T) {
 	ns := env.Namespace(t, nil)
 	calls := countCalls(t, serviceHostWebhook)
 	load := startPodLoad(t, ns, 20, 4, 100000)
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	mark := load.mark()
 	p99Before := load.quantile(0, 0.99)
 

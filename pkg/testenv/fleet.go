@@ -107,11 +107,21 @@ func (e *Environment) StartFleet(ctx context.Context, opts FleetOptions, replica
 		return nil, fmt.Errorf("the Service stand-in cannot listen on the webhook address %s: %w", e.WebhookBindAddress, err)
 	}
 	f := &Fleet{StandIn: standIn, env: e, binary: opts.Binary, overlay: opts.Overlay, spec: spec, dir: dir, log: opts.Log, ca: opts.Serving}
+	// All at once, as a new Deployment's Pods start.
+	errs := make(chan error, replicas)
 	for range replicas {
-		if _, err := f.Start(ctx, extra...); err != nil {
-			_ = f.Close()
-			return nil, err
-		}
+		go func() {
+			_, err := f.Start(ctx, extra...)
+			errs <- err
+		}()
+	}
+	var failed error
+	for range replicas {
+		failed = errors.Join(failed, <-errs)
+	}
+	if failed != nil {
+		_ = f.Close()
+		return nil, failed
 	}
 	return f, nil
 }
