@@ -266,7 +266,7 @@ func restoreOnFailure(t *testing.T) {
 		for _, r := range fleet.Replicas() {
 			fleet.Kill(r)
 		}
-		if err := startReplicas(ctx, 3, fleetFlags...); err != nil {
+		if err := fleet.StartN(ctx, 3, fleetFlags...); err != nil {
 			t.Logf("restoring the fleet: %v", err)
 		}
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -231,7 +230,7 @@ func TestScenario3RollingRestartUnderLoad(t *testing.T) {
 				fleet.Kill(r)
 			}
 			time.Sleep(3 * time.Second)
-			require.NoError(t, startReplicas(ctx, 3, fleetFlags...))
+			require.NoError(t, fleet.StartN(ctx, 3, fleetFlags...))
 		})
 		pass := f.missing > 0 && float64(f.missing) == f.calls.FailOpen
 		record(t, scenario+" (control)", "total outage of 3 s: "+f.String(), "missing > 0 and = fail-opens", pass)
@@ -276,7 +275,7 @@ func TestScenario3RollingRestartUnderLoad(t *testing.T) {
 		with := underLoad(t, 100, restarts(drain, 2))
 		// Back to three replicas with the manifests' settings.
 		last := fleet.Replicas()
-		require.NoError(t, startReplicas(ctx, 3, fleetFlags...))
+		require.NoError(t, fleet.StartN(ctx, 3, fleetFlags...))
 		for _, r := range last {
 			code, err := fleet.Terminate(r, grace)
 			require.NoError(t, err)
@@ -407,11 +406,11 @@ func TestScenario5TotalOutageAndRecovery(t *testing.T) {
 		return env.Client.Get(ctx, client.ObjectKeyFromObject(pdb), &live) == nil && live.Status.CurrentHealthy == 20
 	}, 60*time.Second, 200*time.Millisecond, "the disruption controller counts 20 healthy Pods")
 
-	require.NoError(t, startReplicas(ctx, 3, remediation...))
+	require.NoError(t, fleet.StartN(ctx, 3, remediation...))
 	replicas := fleet.Replicas()
 	defer func() {
 		// Back to the manifests' settings for the scenarios that follow.
-		require.NoError(t, startReplicas(ctx, 3, fleetFlags...))
+		require.NoError(t, fleet.StartN(ctx, 3, fleetFlags...))
 		for _, r := range replicas {
 			fleet.Kill(r)
 		}
@@ -698,21 +697,4 @@ func TestScenario8APIServerRestart(t *testing.T) {
 	record(t, scenario, fmt.Sprintf("restart took %.1f s (SIGTERM, SIGKILL after 10 s, start, ready); none of the %d replicas restarted, "+
 		"all routed %.1f s after; a new Pod injected, a new hostPort seen by the guard (0 fail-opens), the missed Pod found by the audit",
 		down.Seconds(), len(replicas), recovered.Seconds()), "no svcguard restart; all recover", !t.Failed())
-}
-
-// startReplicas starts n replicas at once, as a Deployment scaling up does,
-// and waits until the Service routes to each.
-func startReplicas(ctx context.Context, n int, flags ...string) error {
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			_, err := fleet.Start(ctx, flags...)
-			errs <- err
-		}()
-	}
-	var err error
-	for range n {
-		err = errors.Join(err, <-errs)
-	}
-	return err
 }

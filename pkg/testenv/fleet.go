@@ -107,21 +107,9 @@ func (e *Environment) StartFleet(ctx context.Context, opts FleetOptions, replica
 		return nil, fmt.Errorf("the Service stand-in cannot listen on the webhook address %s: %w", e.WebhookBindAddress, err)
 	}
 	f := &Fleet{StandIn: standIn, env: e, binary: opts.Binary, overlay: opts.Overlay, spec: spec, dir: dir, log: opts.Log, ca: opts.Serving}
-	// All at once, as a new Deployment's Pods start.
-	errs := make(chan error, replicas)
-	for range replicas {
-		go func() {
-			_, err := f.Start(ctx, extra...)
-			errs <- err
-		}()
-	}
-	var failed error
-	for range replicas {
-		failed = errors.Join(failed, <-errs)
-	}
-	if failed != nil {
+	if err := f.StartN(ctx, replicas, extra...); err != nil {
 		_ = f.Close()
-		return nil, failed
+		return nil, err
 	}
 	return f, nil
 }
@@ -265,6 +253,23 @@ func (f *Fleet) Start(ctx context.Context, extra ...string) (*Replica, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// StartN starts n replicas at once, as a Deployment scaling up does, and
+// waits until the stand-in routes to each.
+func (f *Fleet) StartN(ctx context.Context, n int, extra ...string) error {
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := f.Start(ctx, extra...)
+			errs <- err
+		}()
+	}
+	var failed error
+	for range n {
+		failed = errors.Join(failed, <-errs)
+	}
+	return failed
 }
 
 // WaitRouted waits until the stand-in routes new connections to r.
