@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -89,15 +88,7 @@ func (e *Environment) Events(t testing.TB, namespace, name, reason string) []eve
 // back, retrying on conflicts with other writers.
 func (e *Environment) Edit(t testing.TB, key client.ObjectKey, obj client.Object, edit func()) {
 	t.Helper()
-	ctx := context.Background()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if err := e.Client.Get(ctx, key, obj); err != nil {
-			return err
-		}
-		edit()
-		return e.Client.Update(ctx, obj)
-	})
-	if err != nil {
+	if err := e.update(context.Background(), key, obj, edit); err != nil {
 		t.Fatalf("editing %T %s: %v", obj, key, err)
 	}
 }

@@ -142,13 +142,19 @@ func (s *ServiceStandIn) Delete(name string) {
 func (s *ServiceStandIn) Ready() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	out := s.routedLocked()
+	sort.Strings(out)
+	return out
+}
+
+// routedLocked lists the endpoints new connections may go to; s.mu is held.
+func (s *ServiceStandIn) routedLocked() []string {
 	var out []string
 	for name, e := range s.endpoints {
 		if e.routed {
 			out = append(out, name)
 		}
 	}
-	sort.Strings(out)
 	return out
 }
 
@@ -252,12 +258,7 @@ func (s *ServiceStandIn) serve() {
 func (s *ServiceStandIn) pick() (string, string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var names []string
-	for name, e := range s.endpoints {
-		if e.routed {
-			names = append(names, name)
-		}
-	}
+	names := s.routedLocked()
 	if len(names) == 0 {
 		s.stats.NoEndpoint++
 		return "", "", false
