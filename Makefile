@@ -87,6 +87,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (30s) each, one after the other; fin
 	go test -run '^$$' -fuzz '^FuzzConfigFile$$' -fuzztime $(FUZZTIME) ./pkg/options
 	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./webhook/servicehost
 	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./webhook/nodeport
+	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./webhook/servicepath
 	go test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./webhook/nodeport
 	go test -run '^$$' -fuzz '^FuzzParsePinFlag$$' -fuzztime $(FUZZTIME) ./webhook/nodeport
 	go test -run '^$$' -fuzz '^FuzzParsePinAnnotation$$' -fuzztime $(FUZZTIME) ./webhook/nodeport

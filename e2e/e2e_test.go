@@ -88,6 +88,10 @@ func run(m *testing.M) (code int) {
 		return 1
 	}
 	code = m.Run()
+	if err := env.CheckMatchConditions(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	if err := writeReport(os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "writing the scenario table:", err)
 		code = 1

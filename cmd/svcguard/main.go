@@ -15,6 +15,7 @@ import (
 	"github.com/svcguard/svcguard/pkg/version"
 	"github.com/svcguard/svcguard/webhook/nodeport"
 	"github.com/svcguard/svcguard/webhook/servicehost"
+	"github.com/svcguard/svcguard/webhook/servicepath"
 )
 
 func main() {
@@ -23,8 +24,8 @@ func main() {
 		return
 	}
 
-	serverOpts, serviceHost, nodePorts := options.NewServer(), servicehost.NewOptions(), nodeport.NewOptions()
-	if err := parse(os.Args[1:], os.Stdout, serverOpts, serviceHost, nodePorts); err != nil {
+	serverOpts, serviceHost, nodePorts, servicePath := options.NewServer(), servicehost.NewOptions(), nodeport.NewOptions(), servicepath.NewOptions()
+	if err := parse(os.Args[1:], os.Stdout, serverOpts, serviceHost, nodePorts, servicePath); err != nil {
 		if errors.Is(err, options.ErrHelp) {
 			return
 		}
@@ -46,6 +47,12 @@ func main() {
 		exit(err)
 	}
 	srv.Add(guard)
+	// The address Pods are given for the API server is one the service-path guard protects.
+	path, err := servicepath.Build(servicePath, serviceHost.ServiceHost, srv.Dependencies())
+	if err != nil {
+		exit(err)
+	}
+	srv.Add(path)
 	if err := srv.Run(ctrl.SetupSignalHandler()); err != nil {
 		exit(err)
 	}
@@ -53,8 +60,8 @@ func main() {
 
 // parse reads the command line into every component's settings: the one
 // flag set of the binary, which the manifests' tests parse too.
-func parse(args []string, out io.Writer, server *options.Server, serviceHost *servicehost.Options, nodePorts *nodeport.Options) error {
-	return options.Parse("svcguard", args, out, server, serviceHost, nodePorts)
+func parse(args []string, out io.Writer, components ...options.Component) error {
+	return options.Parse("svcguard", args, out, components...)
 }
 
 // exit prints err as one line and exits 1: an operator reading a

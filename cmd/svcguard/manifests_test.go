@@ -29,6 +29,7 @@ import (
 	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/nodeport"
 	"github.com/svcguard/svcguard/webhook/servicehost"
+	"github.com/svcguard/svcguard/webhook/servicepath"
 )
 
 // The shipped installs (manifests/overlays/*), rendered with the kustomize Go
@@ -82,7 +83,7 @@ func shippedSettings(t *testing.T, overlay string) (*appsv1.Deployment, *options
 		}
 	}
 	srv, host, ports := options.NewServer(), servicehost.NewOptions(), nodeport.NewOptions()
-	require.NoError(t, parse(args, &bytes.Buffer{}, srv, host, ports), "manifests/overlays/%s: the Deployment's args and config.yaml must be the binary's flags", overlay)
+	require.NoError(t, parse(args, &bytes.Buffer{}, srv, host, ports, servicepath.NewOptions()), "manifests/overlays/%s: the Deployment's args and config.yaml must be the binary's flags", overlay)
 	return deploy, srv, host, ports
 }
 
@@ -194,7 +195,7 @@ func TestManifestWebhooksPointAtServedPathsWithShortTimeoutsAndSkipTheirNamespac
 	mwc := find[admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration", "svcguard")
 	vwc := find[admissionregistrationv1.ValidatingWebhookConfiguration](t, objs, "ValidatingWebhookConfiguration", "svcguard")
 	require.Len(t, mwc.Webhooks, 1)
-	require.Len(t, vwc.Webhooks, 1)
+	require.Len(t, vwc.Webhooks, 2)
 	type entry struct {
 		path     string
 		cc       admissionregistrationv1.WebhookClientConfig
@@ -213,6 +214,7 @@ func TestManifestWebhooksPointAtServedPathsWithShortTimeoutsAndSkipTheirNamespac
 	for _, e := range []entry{
 		{servicehost.Path, mwc.Webhooks[0].ClientConfig, mwc.Webhooks[0].TimeoutSeconds, mwc.Webhooks[0].FailurePolicy, excluded(mwc.Webhooks[0].NamespaceSelector)},
 		{nodeport.Path, vwc.Webhooks[0].ClientConfig, vwc.Webhooks[0].TimeoutSeconds, vwc.Webhooks[0].FailurePolicy, excluded(vwc.Webhooks[0].NamespaceSelector)},
+		{servicepath.Path, vwc.Webhooks[1].ClientConfig, vwc.Webhooks[1].TimeoutSeconds, vwc.Webhooks[1].FailurePolicy, excluded(vwc.Webhooks[1].NamespaceSelector)},
 	} {
 		assert.Equal(t, e.path, *e.cc.Service.Path)
 		assert.Equal(t, "svcguard", e.cc.Service.Name)
@@ -222,10 +224,12 @@ func TestManifestWebhooksPointAtServedPathsWithShortTimeoutsAndSkipTheirNamespac
 		assert.Equal(t, []string{deploy.Namespace}, e.selector, "%s: svcguard's own namespace is excluded", e.path)
 	}
 	require.Len(t, vwc.Webhooks[0].MatchConditions, 1, "the guard is called only for Services that have or had nodePorts or pins")
+	require.Len(t, vwc.Webhooks[1].MatchConditions, 1, "the service-path guard is called only for Services that claim addresses or name targetPorts")
 }
 
 // TestManifestFailClosedComponentFlipsOnlyTheGuard proves the one-line
-// overlay change makes the guard strict and leaves injection fail-open.
+// overlay change makes the node-port guard strict and leaves injection and
+// the service-path guard (whose calls are mostly warnings) fail-open.
 func TestManifestFailClosedComponentFlipsOnlyTheGuard(t *testing.T) {
 	objs, err := testenv.Render("manifests/overlays/strict", map[string][]byte{"kustomization.yaml": []byte(
 		"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\n" +
@@ -234,6 +238,7 @@ func TestManifestFailClosedComponentFlipsOnlyTheGuard(t *testing.T) {
 	mwc := find[admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration", "svcguard")
 	vwc := find[admissionregistrationv1.ValidatingWebhookConfiguration](t, objs, "ValidatingWebhookConfiguration", "svcguard")
 	assert.Equal(t, admissionregistrationv1.Fail, *vwc.Webhooks[0].FailurePolicy)
+	assert.Equal(t, admissionregistrationv1.Ignore, *vwc.Webhooks[1].FailurePolicy)
 	assert.Equal(t, admissionregistrationv1.Ignore, *mwc.Webhooks[0].FailurePolicy)
 }
 

@@ -8,7 +8,10 @@ package admissiontest
 
 import (
 	"encoding/json"
+	"net/http"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -20,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
+	"github.com/svcguard/svcguard/pkg/warning"
 )
 
 // Decoder decodes with client-go's scheme, as the server does.
@@ -151,4 +155,42 @@ func AsSent(b []byte) ([]byte, bool) {
 	}
 	out, err := json.Marshal(v)
 	return out, err == nil
+}
+
+// OneLineText tells whether s is valid UTF-8 without line breaks: safe in
+// one log line, one HTTP header, one line of kubectl output.
+func OneLineText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsAny(s, "\r\n")
+}
+
+// CheckValidatingResponse fails t unless resp is what a validating webhook
+// may answer, whatever came in: no patch; allowed with code 200, denied with
+// 403, or refused with 400; a denial or refusal says why in one line; and
+// each warning is one line short enough (warning.Max) for the API server to
+// pass on whole as an HTTP Warning header.
+func CheckValidatingResponse(t testing.TB, resp admission.Response) {
+	t.Helper()
+	if len(resp.Patches) > 0 || len(resp.Patch) > 0 || resp.PatchType != nil {
+		t.Fatalf("a validating webhook answered with a patch")
+	}
+	for _, w := range resp.Warnings {
+		if len(w) > warning.Max || !OneLineText(w) {
+			t.Fatalf("warning %q: more than %d bytes or not one line of UTF-8 text", w, warning.Max)
+		}
+	}
+	if resp.Allowed {
+		if resp.Result != nil && resp.Result.Code != http.StatusOK {
+			t.Fatalf("allowed with code %d", resp.Result.Code)
+		}
+		return
+	}
+	if resp.Result == nil {
+		t.Fatalf("a refusal without a status")
+	}
+	if c := resp.Result.Code; c != http.StatusForbidden && c != http.StatusBadRequest {
+		t.Fatalf("refused with code %d (want 403 denied or 400 not judged): %s", c, resp.Result.Message)
+	}
+	if m := resp.Result.Message; m == "" || !OneLineText(m) {
+		t.Fatalf("a refusal must say why in one line of text: %q", m)
+	}
 }

@@ -145,12 +145,22 @@ var (
 	}, []string{"reason"})
 )
 
+// The service-path guard's audit (package webhook/servicepath).
+var (
+	// ServicesMissingNamedPort is the service-path audit's count.
+	ServicesMissingNamedPort = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_services_missing_named_port",
+		Help: "Services whose targetPort name some selected Pods lack, or whose EndpointSlices list endpoints without ports " +
+			"(proxies get no port for those Pods); set by the leader's audit, 0 elsewhere.",
+	})
+)
+
 // all lists every collector above, in the README's order.
 var all = []prometheus.Collector{
 	AdmissionRequests, AdmissionDuration, AdmissionPanics, AdmissionThrottled, InjectedContainers,
 	NodePortReassignmentsDenied, PinsInDynamicBand, Ready, ReadinessCheck, Leader,
 	ServingCertificateExpiration, CACertificateExpiration,
-	PodsMissingServiceHost, MissedPodsEvicted, NodePortsIncorrect, DegradedDecisions,
+	PodsMissingServiceHost, MissedPodsEvicted, NodePortsIncorrect, DegradedDecisions, ServicesMissingNamedPort,
 }
 
 // Register adds every svcguard collector to r. Registering the same

@@ -193,11 +193,11 @@ func decideFailing(c CheckState, starting bool, notReady func(string, ...any), d
 	*degraded = append(*degraded, degrades...)
 	switch {
 	case len(failClosed) > 0:
-		notReady("%s failing (%s) and %s runs under failurePolicy Fail: another replica should judge its requests",
-			c.Name, c.Result.Reason, strings.Join(failClosed, ", "))
+		notReady("%s failing (%s) and %s %s under failurePolicy Fail: another replica should judge its requests",
+			c.Name, c.Result.Reason, strings.Join(failClosed, ", "), plural(len(failClosed), "runs", "run"))
 		return "holds readiness back"
 	case len(degrades) > 0:
-		return strings.Join(degrades, ", ") + " degrades (failurePolicy Ignore)"
+		return strings.Join(degrades, ", ") + " " + plural(len(degrades), "degrades", "degrade") + " (failurePolicy Ignore)"
 	default:
 		return "no registered webhook depends on it"
 	}
@@ -252,4 +252,13 @@ func (w WebhookRegistration) policyLabel() string {
 	default:
 		return fmt.Sprintf("(failurePolicy %s)", w.Policy)
 	}
+}
+
+// plural returns one for n == 1, else many: readiness's lines name one
+// webhook or several.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

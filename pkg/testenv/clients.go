@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -105,6 +106,27 @@ func (e *Environment) APIServerMetrics(ctx context.Context) (string, error) {
 	}
 	data, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	return string(data), err
+}
+
+// CheckMatchConditions returns an error when the API server failed to
+// evaluate a matchCondition of a registered webhook: it then skips the
+// webhook under failurePolicy Ignore, silently, so every suite checks this
+// after its tests.
+func (e *Environment) CheckMatchConditions(ctx context.Context) error {
+	text, err := e.APIServerMetrics(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the API server's metrics for matchCondition errors: %w", err)
+	}
+	const metric = "apiserver_admission_match_condition_evaluation_errors_total"
+	n, _, err := sumSamples(text, metric)
+	if err != nil {
+		return fmt.Errorf("parsing the API server's metrics: %w", err)
+	}
+	if n > 0 {
+		return fmt.Errorf("the API server failed %v times to evaluate a webhook's matchConditions, and skipped the webhook each time: "+
+			"fix the expression (%s names the webhook)", n, metric)
+	}
+	return nil
 }
 
 // clientset is a client-go clientset on Config.

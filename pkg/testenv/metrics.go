@@ -64,16 +64,25 @@ func hasPair(pairs []string, name, value string) bool {
 // a process reads its counters with it.
 func SumSamples(t testing.TB, text, name string, labelPairs ...string) (float64, bool) {
 	t.Helper()
+	sum, found, err := sumSamples(text, name, labelPairs...)
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	return sum, found
+}
+
+// sumSamples is SumSamples returning the parse error.
+func sumSamples(text, name string, labelPairs ...string) (float64, bool, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
 	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
+		return 0, false, err
 	}
 	var sum float64
 	var found bool
 	f, ok := families[name]
 	if !ok {
-		return 0, false
+		return 0, false, nil
 	}
 series:
 	for _, m := range f.GetMetric() {
@@ -87,5 +96,5 @@ series:
 		found = true
 		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
 	}
-	return sum, found
+	return sum, found, nil
 }

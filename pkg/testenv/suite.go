@@ -61,6 +61,10 @@ func (s *Suite) run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	if err := env.CheckMatchConditions(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	cancel()
 	if err := <-done; err != nil {
 		fmt.Fprintln(os.Stderr, "svcguard server:", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -116,29 +115,7 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("the handler did not answer within 10s")
 		}
 
-		if len(resp.Patches) > 0 || len(resp.Patch) > 0 || resp.PatchType != nil {
-			t.Fatalf("a validating webhook answered with a patch")
-		}
-		for _, w := range resp.Warnings {
-			if len(w) > maxWarning || !oneLineText(w) {
-				t.Fatalf("warning %q: more than %d bytes or not one line of UTF-8 text", w, maxWarning)
-			}
-		}
-		if resp.Allowed {
-			if resp.Result != nil && resp.Result.Code != http.StatusOK {
-				t.Fatalf("allowed with code %d", resp.Result.Code)
-			}
-			return
-		}
-		if resp.Result == nil {
-			t.Fatalf("a refusal without a status")
-		}
-		if c := resp.Result.Code; c != http.StatusForbidden && c != http.StatusBadRequest {
-			t.Fatalf("refused with code %d (want 403 denied or 400 not judged): %s", c, resp.Result.Message)
-		}
-		if m := resp.Result.Message; m == "" || !oneLineText(m) {
-			t.Fatalf("a refusal must say why in one line of text: %q", m)
-		}
+		admissiontest.CheckValidatingResponse(t, resp)
 	})
 }
 
@@ -173,12 +150,6 @@ func withPin(raw []byte, pin string) ([]byte, bool) {
 	return out, err == nil
 }
 
-// oneLineText tells whether s is valid UTF-8 without line breaks: safe in
-// one log line, one HTTP header, one line of kubectl output.
-func oneLineText(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsAny(s, "\r\n")
-}
-
 // maxParseError bounds a parser's error message for an input of n bytes:
 // the input may be quoted (up to 4 bytes per input byte, as \x00) at most
 // twice, plus a fixed text. No amplification beyond that.
@@ -189,7 +160,7 @@ func maxParseError(n int) int {
 // checkParseError fails unless err is one line of text bounded by the input.
 func checkParseError(t *testing.T, input string, err error) {
 	t.Helper()
-	if m := err.Error(); !oneLineText(m) || len(m) > maxParseError(len(input)) {
+	if m := err.Error(); !admissiontest.OneLineText(m) || len(m) > maxParseError(len(input)) {
 		t.Fatalf("error for %q is not one bounded line of text (%d bytes): %q", input, len(m), m)
 	}
 }

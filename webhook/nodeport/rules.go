@@ -5,9 +5,10 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/svcguard/svcguard/pkg/warning"
 )
 
 // View is what the guard knows of the rest of the cluster, from its caches:
@@ -75,19 +76,8 @@ func (v Verdict) Allowed() bool {
 	return len(v.Denials) == 0
 }
 
-// maxWarning is the longest warning the API server passes on whole.
-const maxWarning = 119
-
 func (v *Verdict) warn(format string, args ...any) {
-	w := fmt.Sprintf("svcguard: "+format, args...)
-	if len(w) > maxWarning {
-		cut := maxWarning - 3
-		for cut > 0 && !utf8.RuneStart(w[cut]) {
-			cut-- // never cut inside a character: the API server drops a warning that is not UTF-8
-		}
-		w = w[:cut] + "..."
-	}
-	v.Warnings = append(v.Warnings, w)
+	v.Warnings = append(v.Warnings, warning.Format(format, args...))
 }
 
 // Assessment says whether a nodePort is correctly allocated to a port, and

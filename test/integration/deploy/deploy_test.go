@@ -285,7 +285,7 @@ func webhookEntries(t *testing.T, objs []*unstructured.Unstructured) []hook {
 	for _, w := range vwc.Webhooks {
 		hooks = append(hooks, hook{w.Name, *w.ClientConfig.Service.Path, w.Rules[0].Resources[0]})
 	}
-	require.Len(t, hooks, 2)
+	require.Len(t, hooks, 3, "service-host, node-port-guard, service-path-guard")
 	return hooks
 }
 

@@ -90,14 +90,15 @@ func TestEnvtestReadinessFollowsTheLiveFailurePolicy(t *testing.T) {
 	})
 	cachesSynced.Store(false)
 
-	waitReadiness(t, true, "(failurePolicy Ignore); node-port-guard degrades (failurePolicy Ignore)", "readyz check passed (degraded: node-port-guard)")
+	waitReadiness(t, true, "(failurePolicy Ignore); node-port-guard, service-path-guard degrade (failurePolicy Ignore)",
+		"readyz check passed (degraded: node-port-guard, service-path-guard)")
 
 	setPolicy(t, admissionregistrationv1.Fail)
-	waitReadiness(t, false, "[-]caches failing", "node-port-guard (failurePolicy Fail); holds readiness back",
-		"node-port-guard runs under failurePolicy Fail")
+	waitReadiness(t, false, "[-]caches failing", "service-path-guard (failurePolicy Fail); holds readiness back",
+		"node-port-guard, service-path-guard run under failurePolicy Fail")
 
 	setPolicy(t, admissionregistrationv1.Ignore)
-	waitReadiness(t, true, "readyz check passed (degraded: node-port-guard)")
+	waitReadiness(t, true, "readyz check passed (degraded: node-port-guard, service-path-guard)")
 
 	cachesSynced.Store(true)
 	waitReadiness(t, true, "[+]caches passing", "readyz check passed\n")

@@ -1,0 +1,315 @@
+package servicepath
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/svcguard/svcguard/pkg/slim"
+)
+
+// The API server's own Service and the label of its EndpointSlices.
+const (
+	apiServerNamespace = metav1.NamespaceDefault
+	apiServerService   = "kubernetes"
+)
+
+// ResolveInterval is how often the caches resolve --service-host again when
+// it is a DNS name, so that a moved API server address is protected within it.
+const ResolveInterval = 30 * time.Second
+
+// slimPod is all the Pod cache keeps: name, labels (for selectors), the
+// named ports EndpointSlices resolve, and whether it has ended. Labels and
+// ports are each packed into one string: a map of three labels costs about
+// 400 bytes, its packed form about 60, and every replica keeps every Pod.
+type slimPod struct {
+	slim.Key
+	labels packedLabels
+	ports  PortNames
+	// ended marks a Succeeded or Failed Pod, which no EndpointSlice lists.
+	ended bool
+	// oversized marks a Pod whose labels exceed MaxLabelBytes: none kept.
+	oversized bool
+}
+
+// packedLabels are labels as "key\x00value\x00" pairs, sorted by key; label
+// keys and values cannot hold a NUL byte. It implements labels.Labels.
+type packedLabels string
+
+func packLabels(m map[string]string) packedLabels {
+	keys := make([]string, 0, len(m))
+	size := 0
+	for k, v := range m {
+		keys = append(keys, k)
+		size += len(k) + len(v) + 2
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.Grow(size)
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(m[k])
+		b.WriteByte(0)
+	}
+	return packedLabels(b.String())
+}
+
+// Get implements labels.Labels.
+func (l packedLabels) Get(key string) string {
+	v, _ := l.Lookup(key)
+	return v
+}
+
+// Has implements labels.Labels.
+func (l packedLabels) Has(key string) bool {
+	_, ok := l.Lookup(key)
+	return ok
+}
+
+// Lookup implements labels.Labels.
+func (l packedLabels) Lookup(key string) (string, bool) {
+	rest := string(l)
+	for len(rest) > len(key) {
+		end := strings.IndexByte(rest, 0)
+		valueEnd := end + 1 + strings.IndexByte(rest[end+1:], 0)
+		if rest[:end] == key {
+			return rest[end+1 : valueEnd], true
+		}
+		rest = rest[valueEnd+1:]
+	}
+	return "", false
+}
+
+// MaxLabelBytes bounds the labels the Pod cache keeps of one Pod (keys and
+// values). Every replica caches every Pod's labels, so without a bound a
+// tenant allowed many Pods with hundreds of KiB of labels each could grow
+// every replica's memory until it is OOM-killed, taking injection down for
+// everyone. A Pod over the bound is left out of targetPort counts.
+const MaxLabelBytes = 2048
+
+// podTransform keeps what slimPod holds. Namespaces are interned (there are
+// few); label values are not: they churn with every rollout
+// (pod-template-hash), and an interner would keep every value ever seen.
+func (t *podTransform) transform(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a cache.DeletedFinalStateUnknown tombstone carries its last slim state
+	}
+	out := &slimPod{
+		Key:   slim.Key{Namespace: t.namespaces.Intern(pod.Namespace), Name: pod.Name},
+		ended: pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed,
+	}
+	size := 0
+	for k, v := range pod.Labels {
+		size += len(k) + len(v)
+	}
+	if size > MaxLabelBytes {
+		out.oversized = true
+	} else {
+		out.labels = packLabels(pod.Labels)
+	}
+	var ports []NamedPort
+	add := func(c corev1.Container) {
+		for _, p := range c.Ports {
+			if p.Name != "" {
+				ports = append(ports, NamedPort{Name: p.Name, Protocol: Protocol(p.Protocol)})
+			}
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		add(c)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			add(c) // a native sidecar's ports count, as the EndpointSlice controller counts them
+		}
+	}
+	out.ports = PortNamesOf(ports...)
+	return out, nil
+}
+
+// podTransform turns Pods into slimPods.
+type podTransform struct {
+	namespaces slim.Interner
+}
+
+// Caches are what every replica keeps for the guard's decisions: every
+// Pod's labels and named ports (indexed by namespace), the kubernetes
+// Service, its EndpointSlices, and the addresses --service-host resolves to.
+// They implement View.
+type Caches struct {
+	pods, apiService, apiSlices indexed
+	informers                   []cache.SharedIndexInformer
+
+	serviceHost string
+	resolve     func(ctx context.Context, host string) ([]netip.Addr, error)
+	resolved    atomic.Pointer[[]netip.Addr]
+	log         logr.Logger
+}
+
+// NewCaches builds the caches on client; Start runs them. serviceHost is
+// --service-host (an IP or a DNS name; empty: none).
+func NewCaches(client kubernetes.Interface, serviceHost string, log logr.Logger) (*Caches, error) {
+	pods := cache.NewSharedIndexInformer(
+		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "pods", metav1.NamespaceAll, fields.Everything()),
+		&corev1.Pod{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	if err := pods.SetTransform((&podTransform{}).transform); err != nil {
+		return nil, fmt.Errorf("pod cache: %w", err)
+	}
+	c := &Caches{
+		pods: pods,
+		apiService: cache.NewSharedIndexInformer(
+			cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "services", apiServerNamespace,
+				fields.OneTermEqualSelector("metadata.name", apiServerService)),
+			&corev1.Service{}, 0, cache.Indexers{}),
+		apiSlices: cache.NewSharedIndexInformer(
+			cache.NewFilteredListWatchFromClient(client.DiscoveryV1().RESTClient(), "endpointslices", apiServerNamespace,
+				func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName + "=" + apiServerService }),
+			&discoveryv1.EndpointSlice{}, 0, cache.Indexers{}),
+		serviceHost: serviceHost,
+		resolve: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+		log: log,
+	}
+	c.informers = []cache.SharedIndexInformer{pods, c.apiService.(cache.SharedIndexInformer), c.apiSlices.(cache.SharedIndexInformer)}
+	return c, nil
+}
+
+// Start runs the informers, and resolves --service-host every
+// ResolveInterval, until ctx ends. Every replica runs them.
+func (c *Caches) Start(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, inf := range c.informers {
+		wg.Go(func() { inf.Run(ctx.Done()) })
+	}
+	wg.Go(func() { c.resolveServiceHost(ctx) })
+	wg.Wait()
+	return nil
+}
+
+func (c *Caches) resolveServiceHost(ctx context.Context) {
+	if c.serviceHost == "" {
+		c.resolved.Store(&[]netip.Addr{})
+		return
+	}
+	if a, ok := ParseAddress(c.serviceHost); ok {
+		c.resolved.Store(&[]netip.Addr{a})
+		return
+	}
+	ticker := time.NewTicker(ResolveInterval)
+	defer ticker.Stop()
+	for {
+		lookup, cancel := context.WithTimeout(ctx, 10*time.Second)
+		addrs, err := c.resolve(lookup, c.serviceHost)
+		cancel()
+		if err != nil {
+			// The last addresses stay protected; until one lookup succeeds, decisions count as degraded.
+			c.log.Error(err, "cannot resolve --service-host; its last addresses stay protected", "serviceHost", c.serviceHost)
+		} else {
+			for i := range addrs {
+				addrs[i] = addrs[i].Unmap()
+			}
+			c.resolved.Store(&addrs)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// indexed is what a decision reads of an informer, so that tests can hand
+// the caches plain stores.
+type indexed interface {
+	GetIndexer() cache.Indexer
+	HasSynced() bool
+}
+
+// NeedLeaderElection implements controller-runtime's LeaderElectionRunnable:
+// the caches run on every replica.
+func (c *Caches) NeedLeaderElection() bool {
+	return false
+}
+
+// Synced tells whether every informer holds the whole cluster.
+func (c *Caches) Synced() bool {
+	return c.pods.HasSynced() && c.apiService.HasSynced() && c.apiSlices.HasSynced()
+}
+
+// APIServerAddresses implements View.
+func (c *Caches) APIServerAddresses() (map[netip.Addr]string, bool) {
+	out := map[netip.Addr]string{}
+	resolved := c.resolved.Load()
+	if resolved != nil {
+		reason := fmt.Sprintf("--service-host %s resolves to it", c.serviceHost)
+		if _, ok := ParseAddress(c.serviceHost); ok {
+			reason = "it is --service-host, the address Pods reach the API server at"
+		}
+		for _, a := range *resolved {
+			out[a] = reason
+		}
+	}
+	for _, obj := range c.apiSlices.GetIndexer().List() {
+		slice, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok || slice.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		for _, e := range slice.Endpoints {
+			for _, s := range e.Addresses {
+				if a, ok := ParseAddress(s); ok {
+					out[a] = "an API server endpoint in the EndpointSlices of default/kubernetes"
+				}
+			}
+		}
+	}
+	for _, obj := range c.apiService.GetIndexer().List() {
+		svc, ok := obj.(*corev1.Service)
+		if !ok {
+			continue
+		}
+		for _, s := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
+			if a, ok := ParseAddress(s); ok {
+				out[a] = "the ClusterIP of the kubernetes Service in default"
+			}
+		}
+	}
+	return out, resolved != nil && c.apiService.HasSynced() && c.apiSlices.HasSynced()
+}
+
+// SelectedPods implements View.
+func (c *Caches) SelectedPods(namespace string, selector labels.Selector, f func(Pod)) bool {
+	if !c.pods.HasSynced() {
+		return false
+	}
+	objs, err := c.pods.GetIndexer().ByIndex(cache.NamespaceIndex, namespace)
+	if err != nil {
+		return false // only an unknown index name errs, and the index is ours
+	}
+	for _, obj := range objs {
+		p, ok := obj.(*slimPod)
+		// A pointer: boxing the string into labels.Labels would allocate once per Pod.
+		if !ok || p.ended || p.oversized || !selector.Matches(&p.labels) {
+			continue
+		}
+		f(Pod{Name: p.Name, Ports: p.ports})
+	}
+	return true
+}
