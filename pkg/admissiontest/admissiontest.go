@@ -104,10 +104,7 @@ var (
 // decodes the result into out, as the API server would store it.
 func Patched(t testing.TB, req admission.Request, resp admission.Response, out runtime.Object) {
 	t.Helper()
-	ops, err := json.Marshal(resp.Patches)
-	if err != nil {
-		t.Fatalf("encoding the response's patch: %v", err)
-	}
+	ops := PatchBytes(t, resp)
 	patch, err := jsonpatch.DecodePatch(ops)
 	if err != nil {
 		t.Fatalf("the response's patch %s is not a valid JSON patch: %v", ops, err)
@@ -119,6 +116,43 @@ func Patched(t testing.TB, req admission.Request, resp admission.Response, out r
 	if err := json.Unmarshal(result, out); err != nil {
 		t.Fatalf("the patched object does not decode: %v", err)
 	}
+}
+
+// PatchBytes returns the response's JSON patch as the API server receives
+// it: the operations a handler listed (Patches), else the raw patch it
+// wrote; nil when it has none.
+func PatchBytes(t testing.TB, resp admission.Response) []byte {
+	t.Helper()
+	if len(resp.Patches) == 0 {
+		return resp.Patch
+	}
+	ops, err := json.Marshal(resp.Patches)
+	if err != nil {
+		t.Fatalf("encoding the response's patch: %v", err)
+	}
+	return ops
+}
+
+// Operation is one operation of a JSON patch.
+type Operation struct {
+	Op    string          `json:"op"`
+	Path  string          `json:"path"`
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+// Operations returns the operations of the response's JSON patch (see
+// PatchBytes); it fails t when the patch is not a JSON list of operations.
+func Operations(t testing.TB, resp admission.Response) []Operation {
+	t.Helper()
+	raw := PatchBytes(t, resp)
+	if raw == nil {
+		return nil
+	}
+	var ops []Operation
+	if err := json.Unmarshal(raw, &ops); err != nil {
+		t.Fatalf("the response's patch %s is not a list of operations: %v", raw, err)
+	}
+	return ops
 }
 
 // Message returns the response's status message, or "" when it has none.

@@ -106,18 +106,16 @@ func FuzzHandler(f *testing.F) {
 
 		resp := handleWithin(t, h, req)
 		checkWellFormed(t, resp)
-		if !resp.Allowed || len(resp.Patches) == 0 {
+		sameAsTyped(t, req, resp, handleWithin(t, (*typedHandler)(h), req))
+		if !resp.Allowed || len(resp.Patch) == 0 {
 			return
 		}
-		for _, op := range resp.Patches {
-			if !envPatchPath.MatchString(op.Path) || (s.subResource == "ephemeralcontainers" && !bytes.Contains([]byte(op.Path), []byte("/ephemeralContainers/"))) {
-				t.Fatalf("patch operation %s %s touches more than the env of the containers it may change", op.Operation, op.Path)
+		for _, op := range admissiontest.Operations(t, resp) {
+			if op.Op != "add" || !envPatchPath.MatchString(op.Path) || (s.subResource == "ephemeralcontainers" && !bytes.Contains([]byte(op.Path), []byte("/ephemeralContainers/"))) {
+				t.Fatalf("patch operation %s %s touches more than the env of the containers it may change", op.Op, op.Path)
 			}
 		}
-		ops, err := json.Marshal(resp.Patches)
-		if err != nil {
-			t.Fatalf("encoding the patch: %v", err)
-		}
+		ops := resp.Patch
 		patch, err := jsonpatch.DecodePatch(ops)
 		if err != nil {
 			t.Fatalf("the patch %s is not a valid JSON patch: %v", ops, err)
@@ -145,8 +143,8 @@ func FuzzHandler(f *testing.F) {
 		}
 		again := req
 		again.Object.Raw = patched
-		if second := handleWithin(t, h, again); !second.Allowed || len(second.Patches) > 0 {
-			t.Fatalf("the patched Pod is patched again (not idempotent): allowed %v, %v", second.Allowed, second.Patches)
+		if second := handleWithin(t, h, again); !second.Allowed || len(second.Patch) > 0 {
+			t.Fatalf("the patched Pod is patched again (not idempotent): allowed %v, %s", second.Allowed, second.Patch)
 		}
 	})
 }
@@ -238,7 +236,7 @@ func checkWellFormed(t *testing.T, resp admission.Response) {
 		if resp.Result != nil && resp.Result.Code != http.StatusOK {
 			t.Fatalf("allowed with code %d", resp.Result.Code)
 		}
-		if len(resp.Patches) > 0 && (resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch) {
+		if len(admissiontest.PatchBytes(t, resp)) > 0 && (resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch) {
 			t.Fatalf("a patch without patchType JSONPatch")
 		}
 		return

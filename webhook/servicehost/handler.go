@@ -2,21 +2,19 @@ package servicehost
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/svcguard/svcguard/pkg/redact"
 )
 
-// Handler answers the service-host webhook's admission requests: decode the
-// Pod (and, for kubectl debug, the Pod before), apply the Injection, respond
-// with the minimal JSON patch.
+// Handler answers the service-host webhook's admission requests: read the
+// Pod (and, for kubectl debug, the Pod before), apply the Injection's rules,
+// respond with the minimal JSON patch.
 type Handler struct {
 	// Injection says what to set.
 	Injection Injection
@@ -27,7 +25,10 @@ type Handler struct {
 	OnInjected func(containers int)
 }
 
-// Handle implements admission.Handler.
+// Handle implements admission.Handler. It reads the Pod with ReadPod (which
+// refuses what the typed decoder refuses) and writes the JSON patch
+// directly: one "add" per injected container, or one per variable where the
+// container has env entries.
 func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf(
@@ -40,15 +41,16 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 		return admission.Allowed(fmt.Sprintf("service-host: nothing to do on %s of pods/%s", req.Operation, req.SubResource))
 	}
 
-	pod := &corev1.Pod{}
-	if err := h.Decoder.Decode(req, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("service-host webhook cannot decode the Pod in the request: %w", redact.Error(err)))
+	pod, err := ReadPod(req.Object.Raw, h.Decoder)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("service-host webhook cannot decode the Pod in the request: %w", err))
 	}
-	if OptedOut(pod.Labels) {
+	if pod.OptedOut {
 		return admission.Allowed(fmt.Sprintf("service-host: Pod opted out by label %s=%s", OptOutLabel, OptOutValue))
 	}
 
-	apply := h.Injection.ApplyToPod
+	var patch []byte
+	var injected int
 	if debug {
 		// The API server always sends the Pod before an UPDATE. Without it the
 		// handler cannot tell the debug containers this request adds from the
@@ -57,31 +59,23 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 		// without the variables. So a request without a readable old Pod is
 		// refused like one without a readable Pod: loudly, and a real API
 		// server never sends one.
-		old := &corev1.Pod{}
-		if err := h.Decoder.DecodeRaw(req.OldObject, old); err != nil {
+		old, err := ReadPod(req.OldObject.Raw, h.Decoder)
+		if err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf(
-				"service-host webhook cannot decode the old Pod of a pods/ephemeralcontainers update, so it cannot tell the new ephemeral containers from the existing ones: %w", redact.Error(err)))
+				"service-host webhook cannot decode the old Pod of a pods/ephemeralcontainers update, so it cannot tell the new ephemeral containers from the existing ones: %w", err))
 		}
-		apply = func(p *corev1.Pod) int { return h.Injection.ApplyToNewEphemeralContainers(p, old) }
+		patch, injected = h.Injection.NewEphemeralContainersPatch(pod, old)
+	} else {
+		patch, injected = h.Injection.PodPatch(pod)
 	}
-
-	original, err := json.Marshal(pod)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("service-host webhook cannot encode the Pod: %w", err))
-	}
-	injected := apply(pod)
 	if injected == 0 {
 		return admission.Allowed("service-host: no container to inject (each sets the variables itself, or existed before)")
-	}
-	mutated, err := json.Marshal(pod)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("service-host webhook cannot encode the Pod: %w", err))
 	}
 	if h.OnInjected != nil && !ptr.Deref(req.DryRun, false) {
 		h.OnInjected(injected)
 	}
-	// Diffing the typed Pod before and after (not the raw request against the
-	// result) keeps the patch to the env entries added: a typed round trip
-	// would otherwise add defaults such as "resources": {} to the patch.
-	return admission.PatchResponseFromRaw(original, mutated)
+	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Patch: patch, PatchType: &jsonPatch}}
 }
+
+// jsonPatch is the type of every patch the webhook answers with.
+var jsonPatch = admissionv1.PatchTypeJSONPatch

@@ -17,8 +17,6 @@
 package servicehost
 
 import (
-	"strings"
-
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -59,73 +57,6 @@ func OptedOut(labels map[string]string) bool {
 	return labels[OptOutLabel] == OptOutValue
 }
 
-// ApplyToPod sets the variables in every container, init container (native
-// sidecars included) and ephemeral container of pod that sets neither
-// itself, and returns how many containers it changed. It is the rule of a
-// Pod CREATE, where every container is new.
-func (in Injection) ApplyToPod(pod *corev1.Pod) int {
-	changed := 0
-	for i := range pod.Spec.InitContainers {
-		changed += in.applyToEnv(&pod.Spec.InitContainers[i].Env)
-	}
-	for i := range pod.Spec.Containers {
-		changed += in.applyToEnv(&pod.Spec.Containers[i].Env)
-	}
-	for i := range pod.Spec.EphemeralContainers {
-		changed += in.applyToEnv(&pod.Spec.EphemeralContainers[i].Env)
-	}
-	return changed
-}
-
-// ApplyToNewEphemeralContainers sets the variables in the ephemeral
-// containers of pod that old, the Pod before a pods/ephemeralcontainers
-// update (kubectl debug), does not have, matched by name, and returns how
-// many it changed. That subresource may change nothing else: the API server
-// refuses an update that touches any other container, and any ephemeral
-// container that already exists ("existing ephemeral containers "dbg0" may
-// not be changed"). An existing one may lack the variables (it was added
-// while no replica answered, under failurePolicy Ignore); it is left so, or
-// every later kubectl debug of the Pod would be refused.
-func (in Injection) ApplyToNewEphemeralContainers(pod, old *corev1.Pod) int {
-	existing := make(map[string]bool, len(old.Spec.EphemeralContainers))
-	for _, c := range old.Spec.EphemeralContainers {
-		existing[c.Name] = true
-	}
-	changed := 0
-	for i := range pod.Spec.EphemeralContainers {
-		if !existing[pod.Spec.EphemeralContainers[i].Name] {
-			changed += in.applyToEnv(&pod.Spec.EphemeralContainers[i].Env)
-		}
-	}
-	return changed
-}
-
-// applyToEnv adds the variables to env unless it defines either of them,
-// and returns 1 when it added them.
-//
-// The pair is one unit: a container that sets KUBERNETES_SERVICE_HOST or
-// KUBERNETES_SERVICE_PORT itself (by value or valueFrom, say to a local
-// proxy) gets neither, so it never dials its own host on svcguard's port, or
-// svcguard's host on its own port. The owner's choice wins.
-//
-// New entries go at the end, which keeps the JSON patch to one "add" per
-// container, unless an existing entry refers to one of the variables as
-// $(NAME): the kubelet expands such references only against entries defined
-// before them, so the variables go right before the first such entry.
-func (in Injection) applyToEnv(env *[]corev1.EnvVar) int {
-	if setsServiceVar(*env) {
-		return 0
-	}
-	vars := in.vars()
-	at := firstReference(*env, vars)
-	out := make([]corev1.EnvVar, 0, len(*env)+len(vars))
-	out = append(out, (*env)[:at]...)
-	out = append(out, vars...)
-	out = append(out, (*env)[at:]...)
-	*env = out
-	return 1
-}
-
 // setsServiceVar tells whether env defines either variable of the pair.
 func setsServiceVar(env []corev1.EnvVar) bool {
 	return defines(env, HostVar) || defines(env, PortVar)
@@ -138,19 +69,6 @@ func defines(env []corev1.EnvVar, name string) bool {
 		}
 	}
 	return false
-}
-
-// firstReference returns the index of the first entry of env whose value
-// refers to one of vars as $(NAME), or len(env) when none does.
-func firstReference(env []corev1.EnvVar, vars []corev1.EnvVar) int {
-	for i, e := range env {
-		for _, v := range vars {
-			if strings.Contains(e.Value, "$("+v.Name+")") {
-				return i
-			}
-		}
-	}
-	return len(env)
 }
 
 // SetsServiceVar tells whether any init or regular container of pod defines

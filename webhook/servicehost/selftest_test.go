@@ -16,5 +16,5 @@ func TestSelfTestRequestIsPatchedByTheRealHandler(t *testing.T) {
 	h := &Handler{Injection: Injection{Host: testHost, Port: testPort}, Decoder: admissiontest.Decoder}
 	resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: SelfTestRequest()})
 	assert.True(t, resp.Allowed, "result: %+v", resp.Result)
-	assert.NotEmpty(t, resp.Patches, "the variables are added to the self-test Pod's only container")
+	assert.NotEmpty(t, admissiontest.Operations(t, resp), "the variables are added to the self-test Pod's only container")
 }
