@@ -153,6 +153,13 @@ var (
 		Help: "Services whose targetPort name some selected Pods lack, or whose EndpointSlices list endpoints without ports " +
 			"(proxies get no port for those Pods); set by the leader's audit, 0 elsewhere.",
 	})
+
+	// ServicesClaimingProtectedAddresses is the service-path audit's count of claims.
+	ServicesClaimingProtectedAddresses = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "svcguard_services_claiming_protected_addresses",
+		Help: "Services that claim an address of the API server or of --protected-cidrs (or an externalIP outside --allowed-external-ip-cidrs) " +
+			"as an externalIP, loadBalancerIP or load balancer ingress IP; set by the leader's audit, 0 elsewhere.",
+	})
 )
 
 // all lists every collector above, in the README's order.
@@ -161,6 +168,7 @@ var all = []prometheus.Collector{
 	NodePortReassignmentsDenied, PinsInDynamicBand, Ready, ReadinessCheck, Leader,
 	ServingCertificateExpiration, CACertificateExpiration,
 	PodsMissingServiceHost, MissedPodsEvicted, NodePortsIncorrect, DegradedDecisions, ServicesMissingNamedPort,
+	ServicesClaimingProtectedAddresses,
 }
 
 // Register adds every svcguard collector to r. Registering the same

@@ -33,6 +33,12 @@ const (
 // it is a DNS name, so that a moved API server address is protected within it.
 const ResolveInterval = 30 * time.Second
 
+// ResolveMemory is how long an address --service-host resolved to stays
+// protected after the last answer that held it: DNS that answers with a
+// subset of its addresses each time (round robin) must not unprotect the
+// others between lookups.
+const ResolveMemory = 10 * time.Minute
+
 // slimPod is all the Pod cache keeps: name, labels (for selectors), the
 // named ports EndpointSlices resolve, and whether it has ended. Labels and
 // ports are each packed into one string: a map of three labels costs about
@@ -43,7 +49,8 @@ type slimPod struct {
 	ports  PortNames
 	// ended marks a Succeeded or Failed Pod, which no EndpointSlice lists.
 	ended bool
-	// oversized marks a Pod whose labels exceed MaxLabelBytes: none kept.
+	// oversized marks a Pod whose labels exceed MaxLabelBytes or whose named
+	// ports exceed MaxPortNameBytes: neither kept.
 	oversized bool
 }
 
@@ -96,6 +103,11 @@ func (l packedLabels) Lookup(key string) (string, bool) {
 	return "", false
 }
 
+// MaxPortNameBytes bounds the named ports the Pod cache keeps of one Pod,
+// for the same reason as MaxLabelBytes: a Pod over it is left out of
+// targetPort counts (about 60 named ports).
+const MaxPortNameBytes = 1024
+
 // MaxLabelBytes bounds the labels the Pod cache keeps of one Pod (keys and
 // values). Every replica caches every Pod's labels, so without a bound a
 // tenant allowed many Pods with hundreds of KiB of labels each could grow
@@ -140,7 +152,11 @@ func (t *podTransform) transform(obj any) (any, error) {
 			add(c) // a native sidecar's ports count, as the EndpointSlice controller counts them
 		}
 	}
-	out.ports = PortNamesOf(ports...)
+	if names := PortNamesOf(ports...); len(names) > MaxPortNameBytes {
+		out.oversized, out.labels = true, ""
+	} else {
+		out.ports = names
+	}
 	return out, nil
 }
 
@@ -159,6 +175,7 @@ type Caches struct {
 
 	serviceHost string
 	resolve     func(ctx context.Context, host string) ([]netip.Addr, error)
+	now         func() time.Time
 	resolved    atomic.Pointer[[]netip.Addr]
 	log         logr.Logger
 }
@@ -186,6 +203,7 @@ func NewCaches(client kubernetes.Interface, serviceHost string, log logr.Logger)
 		resolve: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		},
+		now: time.Now,
 		log: log,
 	}
 	c.informers = []cache.SharedIndexInformer{pods, c.apiService.(cache.SharedIndexInformer), c.apiSlices.(cache.SharedIndexInformer)}
@@ -215,19 +233,9 @@ func (c *Caches) resolveServiceHost(ctx context.Context) {
 	}
 	ticker := time.NewTicker(ResolveInterval)
 	defer ticker.Stop()
+	seen := map[netip.Addr]time.Time{}
 	for {
-		lookup, cancel := context.WithTimeout(ctx, 10*time.Second)
-		addrs, err := c.resolve(lookup, c.serviceHost)
-		cancel()
-		if err != nil {
-			// The last addresses stay protected; until one lookup succeeds, decisions count as degraded.
-			c.log.Error(err, "cannot resolve --service-host; its last addresses stay protected", "serviceHost", c.serviceHost)
-		} else {
-			for i := range addrs {
-				addrs[i] = addrs[i].Unmap()
-			}
-			c.resolved.Store(&addrs)
-		}
+		c.resolveOnce(ctx, seen)
 		select {
 		case <-ctx.Done():
 			return
@@ -241,6 +249,32 @@ func (c *Caches) resolveServiceHost(ctx context.Context) {
 type indexed interface {
 	GetIndexer() cache.Indexer
 	HasSynced() bool
+}
+
+// resolveOnce looks --service-host up and protects every address an answer
+// held within ResolveMemory (seen remembers when each was last answered).
+func (c *Caches) resolveOnce(ctx context.Context, seen map[netip.Addr]time.Time) {
+	lookup, cancel := context.WithTimeout(ctx, 10*time.Second)
+	addrs, err := c.resolve(lookup, c.serviceHost)
+	cancel()
+	if err != nil {
+		// The last addresses stay protected; until one lookup succeeds, decisions count as degraded.
+		c.log.Error(err, "cannot resolve --service-host; its last addresses stay protected", "serviceHost", c.serviceHost)
+		return
+	}
+	now := c.now()
+	for _, a := range addrs {
+		seen[a.Unmap()] = now
+	}
+	current := make([]netip.Addr, 0, len(seen))
+	for a, at := range seen {
+		if now.Sub(at) > ResolveMemory {
+			delete(seen, a)
+		} else {
+			current = append(current, a)
+		}
+	}
+	c.resolved.Store(&current)
 }
 
 // NeedLeaderElection implements controller-runtime's LeaderElectionRunnable:
@@ -259,9 +293,9 @@ func (c *Caches) APIServerAddresses() (map[netip.Addr]string, bool) {
 	out := map[netip.Addr]string{}
 	resolved := c.resolved.Load()
 	if resolved != nil {
-		reason := fmt.Sprintf("--service-host %s resolves to it", c.serviceHost)
+		reason := "--service-host " + c.serviceHost
 		if _, ok := ParseAddress(c.serviceHost); ok {
-			reason = "it is --service-host, the address Pods reach the API server at"
+			reason = "--service-host"
 		}
 		for _, a := range *resolved {
 			out[a] = reason
@@ -275,7 +309,7 @@ func (c *Caches) APIServerAddresses() (map[netip.Addr]string, bool) {
 		for _, e := range slice.Endpoints {
 			for _, s := range e.Addresses {
 				if a, ok := ParseAddress(s); ok {
-					out[a] = "an API server endpoint in the EndpointSlices of default/kubernetes"
+					out[a] = "endpoint of default/kubernetes"
 				}
 			}
 		}
@@ -287,7 +321,7 @@ func (c *Caches) APIServerAddresses() (map[netip.Addr]string, bool) {
 		}
 		for _, s := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
 			if a, ok := ParseAddress(s); ok {
-				out[a] = "the ClusterIP of the kubernetes Service in default"
+				out[a] = "ClusterIP of default/kubernetes"
 			}
 		}
 	}

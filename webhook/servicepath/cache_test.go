@@ -65,6 +65,7 @@ func testCaches(pods []*corev1.Pod, apiObjects ...any) *Caches {
 		pods:       newStore(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, (&podTransform{}).transform, podObjs...),
 		apiService: newStore(cache.Indexers{}, nil, svcs...),
 		apiSlices:  newStore(cache.Indexers{}, nil, slices...),
+		now:        time.Now,
 		log:        logr.Discard(),
 	}
 }
@@ -97,12 +98,12 @@ func TestCachesKnowEveryAPIServerAddressAndWhereItCameFrom(t *testing.T) {
 	cancel()
 	<-done
 	assert.Equal(t, map[netip.Addr]string{
-		netip.MustParseAddr("10.96.0.1"):  "the ClusterIP of the kubernetes Service in default",
-		netip.MustParseAddr("fd00::1"):    "the ClusterIP of the kubernetes Service in default",
-		netip.MustParseAddr("172.18.0.2"): "an API server endpoint in the EndpointSlices of default/kubernetes",
-		netip.MustParseAddr("172.18.0.3"): "an API server endpoint in the EndpointSlices of default/kubernetes",
-		netip.MustParseAddr("fd01::2"):    "an API server endpoint in the EndpointSlices of default/kubernetes",
-		netip.MustParseAddr("192.0.2.10"): "--service-host api.example.com resolves to it",
+		netip.MustParseAddr("10.96.0.1"):  "ClusterIP of default/kubernetes",
+		netip.MustParseAddr("fd00::1"):    "ClusterIP of default/kubernetes",
+		netip.MustParseAddr("172.18.0.2"): "endpoint of default/kubernetes",
+		netip.MustParseAddr("172.18.0.3"): "endpoint of default/kubernetes",
+		netip.MustParseAddr("fd01::2"):    "endpoint of default/kubernetes",
+		netip.MustParseAddr("192.0.2.10"): "--service-host api.example.com",
 	}, got)
 }
 
@@ -118,13 +119,43 @@ func TestCachesKeepTheLastResolvedAddressesWhenALookupFails(t *testing.T) {
 	assert.Contains(t, got, netip.MustParseAddr("192.0.2.10"))
 }
 
+func TestCachesKeepRoundRobinAddressesForResolveMemory(t *testing.T) {
+	c := testCaches(nil)
+	c.serviceHost = "api.example.com"
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	var answer string
+	c.resolve = func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr(answer)}, nil
+	}
+	seen := map[netip.Addr]time.Time{}
+	protected := func() []string {
+		got, _ := c.APIServerAddresses()
+		var out []string
+		for a := range got {
+			out = append(out, a.String())
+		}
+		return out
+	}
+
+	answer = "192.0.2.1"
+	c.resolveOnce(context.Background(), seen)
+	now, answer = now.Add(ResolveInterval), "192.0.2.2"
+	c.resolveOnce(context.Background(), seen)
+	assert.ElementsMatch(t, []string{"192.0.2.1", "192.0.2.2"}, protected(), "an answer holding a subset does not unprotect the rest")
+
+	now = now.Add(ResolveMemory)
+	c.resolveOnce(context.Background(), seen)
+	assert.ElementsMatch(t, []string{"192.0.2.2"}, protected(), "an address no answer held for ResolveMemory is let go")
+}
+
 func TestCachesTakeAnIPServiceHostAsIs(t *testing.T) {
 	c := testCaches(nil)
 	c.serviceHost = "192.0.2.10"
 	c.resolveServiceHost(context.Background())
 	got, synced := c.APIServerAddresses()
 	assert.True(t, synced)
-	assert.Equal(t, "it is --service-host, the address Pods reach the API server at", got[netip.MustParseAddr("192.0.2.10")])
+	assert.Equal(t, "--service-host", got[netip.MustParseAddr("192.0.2.10")])
 }
 
 func TestCachesSelectPodsOfTheNamespaceThatRunWithTheirNamedPorts(t *testing.T) {
@@ -162,6 +193,15 @@ func TestCachesSelectPodsOfTheNamespaceThatRunWithTheirNamedPorts(t *testing.T) 
 	assert.True(t, c.SelectedPods("shop", labels.Everything(), func(p Pod) { got = append(got, p) }))
 	assert.Empty(t, got, "a Pod whose labels exceed MaxLabelBytes is not kept, so no tenant can grow every replica's cache at will")
 	assert.Empty(t, c.pods.GetIndexer().List()[0].(*slimPod).labels)
+
+	manyPorts := web("many-ports")
+	for i := range 200 {
+		manyPorts.Spec.Containers[0].Ports = append(manyPorts.Spec.Containers[0].Ports, corev1.ContainerPort{Name: fmt.Sprintf("port-%d", i), ContainerPort: int32(1000 + i)})
+	}
+	got = nil
+	c = testCaches([]*corev1.Pod{manyPorts})
+	assert.True(t, c.SelectedPods("shop", labels.Everything(), func(p Pod) { got = append(got, p) }))
+	assert.Empty(t, got, "a Pod whose named ports exceed MaxPortNameBytes is not kept either")
 
 	c.pods.(*store).unsynced = true
 	assert.False(t, c.SelectedPods("shop", labels.Everything(), func(Pod) { t.Fatal("called before the cache synced") }))

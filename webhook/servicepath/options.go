@@ -65,6 +65,10 @@ func parseCIDRs(flagName string, values []string) ([]netip.Prefix, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--%s=%q is not a CIDR (such as 10.0.0.0/24 or 2001:db8::/64): %w", flagName, v, err)
 		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			// Addresses are judged unmapped (::ffff:10.0.0.1 is 10.0.0.1), so is the range.
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		out = append(out, p.Masked())
 	}
 	return out, nil

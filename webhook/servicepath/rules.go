@@ -152,12 +152,24 @@ type Claim struct {
 	Field string
 	// Value is the address as written.
 	Value string
-	// externalIP marks spec.externalIPs, which --allowed-external-ip-cidrs limits.
-	externalIP bool
+	// Family is the kind of field ("externalIPs", "loadBalancerIP",
+	// "ingress"): an address a Service already claimed counts as kept only
+	// in the same family, so that moving it into another field is judged
+	// as new.
+	Family string
 }
 
+// The families of claims.
+const (
+	familyExternalIP     = "externalIPs"
+	familyLoadBalancerIP = "loadBalancerIP"
+	familyIngress        = "ingress"
+)
+
 // Claims returns the addresses that svc claims: in its spec, or with status
-// set, in its status (the load balancer's ingress IPs).
+// set, in its status (the load balancer's ingress IPs). An ingress IP with
+// ipMode Proxy is no claim: node proxies send its traffic on to the load
+// balancer instead of capturing it (KEP-1860).
 func Claims(svc *corev1.Service, status bool) []Claim {
 	if svc == nil {
 		return nil
@@ -165,17 +177,17 @@ func Claims(svc *corev1.Service, status bool) []Claim {
 	var out []Claim
 	if status {
 		for i, in := range svc.Status.LoadBalancer.Ingress {
-			if in.IP != "" {
-				out = append(out, Claim{Field: fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), Value: in.IP})
+			if in.IP != "" && (in.IPMode == nil || *in.IPMode != corev1.LoadBalancerIPModeProxy) {
+				out = append(out, Claim{Field: fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), Value: in.IP, Family: familyIngress})
 			}
 		}
 		return out
 	}
 	for i, ip := range svc.Spec.ExternalIPs {
-		out = append(out, Claim{Field: fmt.Sprintf("spec.externalIPs[%d]", i), Value: ip, externalIP: true})
+		out = append(out, Claim{Field: fmt.Sprintf("spec.externalIPs[%d]", i), Value: ip, Family: familyExternalIP})
 	}
 	if svc.Spec.LoadBalancerIP != "" {
-		out = append(out, Claim{Field: "spec.loadBalancerIP", Value: svc.Spec.LoadBalancerIP})
+		out = append(out, Claim{Field: "spec.loadBalancerIP", Value: svc.Spec.LoadBalancerIP, Family: familyLoadBalancerIP})
 	}
 	return out
 }
@@ -196,16 +208,21 @@ func ParseAddress(s string) (netip.Addr, bool) {
 // Judge decides a Service change. An address claim that the change adds is
 // denied when it is an API server address, lies in a protected range, or
 // (externalIPs only) lies outside the allowed ranges; a claim the Service
-// already had is allowed with a warning, so that a Service from before
-// svcguard can still be changed (and fixed). A targetPort name that some
-// selected Pods lack is a warning.
+// already had in the same kind of field is allowed with a warning, so that
+// a Service from before svcguard can still be changed (and fixed). A
+// targetPort name that some selected Pods lack is a warning, looked at only
+// when no claim is denied.
 func (g *Guard) Judge(r Review) Verdict {
 	var v Verdict
 	name := r.New.Namespace + "/" + r.New.Name
-	before := map[netip.Addr]bool{}
+	type claimed struct {
+		family string
+		addr   netip.Addr
+	}
+	before := map[claimed]bool{}
 	for _, c := range Claims(r.Old, r.Status) {
 		if a, ok := ParseAddress(c.Value); ok {
-			before[a] = true
+			before[claimed{c.Family, a}] = true
 		}
 	}
 	claims := Claims(r.New, r.Status)
@@ -220,37 +237,54 @@ func (g *Guard) Judge(r Review) Verdict {
 		if !ok {
 			continue // the API server's validation refuses it before any webhook sees it
 		}
-		problem := g.problem(c, addr, apiServer)
+		p := g.Problem(c, addr, apiServer)
 		switch {
-		case problem == "":
-		case before[addr]:
-			v.Warnings = append(v.Warnings, warning.Format("%s %s kept: %s; remove it", c.Field, c.Value, problem))
+		case p.Short == "":
+		case before[claimed{c.Family, addr}]:
+			v.Warnings = append(v.Warnings, warning.Format("remove %s %s: %s", c.Field, c.Value, p.Short))
 		default:
-			v.Denials = append(v.Denials, fmt.Sprintf("%s: %s %s denied: %s", name, c.Field, c.Value, problem))
+			v.Denials = append(v.Denials, fmt.Sprintf("%s: %s %s denied: %s", name, c.Field, c.Value, p.Long))
 		}
 	}
-	if !r.Status {
+	if !r.Status && len(v.Denials) == 0 {
 		degraded := g.judgeTargetPorts(r.New, r.View, &v)
 		v.Degraded = v.Degraded || degraded
 	}
 	return v
 }
 
-// problem says why a claim of addr is not allowed, or "" when it is.
-func (g *Guard) problem(c Claim, addr netip.Addr, apiServer map[netip.Addr]string) string {
+// Problem says why a claim is not allowed: Short for a warning, Long for a
+// denial or an Event. Both are empty when it is allowed.
+type Problem struct {
+	Short, Long string
+}
+
+// Problem judges a claim of addr against the API server's addresses (by
+// where each was found) and the settings.
+func (g *Guard) Problem(c Claim, addr netip.Addr, apiServer map[netip.Addr]string) Problem {
 	if source, ok := apiServer[addr]; ok {
-		return fmt.Sprintf("it is an address of the API server (%s); node proxies would capture the cluster's traffic to the API server", source)
+		return Problem{
+			Short: "an API server address (" + source + ")",
+			Long:  fmt.Sprintf("it is an address of the API server (%s); node proxies would capture the cluster's traffic to the API server", source),
+		}
 	}
 	for _, p := range g.Protected {
 		if p.Contains(addr) {
-			return fmt.Sprintf("it lies in --protected-cidrs %s (node and control-plane addresses); node proxies would capture traffic meant for them", p)
+			return Problem{
+				Short: "in --protected-cidrs " + p.String(),
+				Long:  fmt.Sprintf("it lies in --protected-cidrs %s (node and control-plane addresses); node proxies would capture traffic meant for them", p),
+			}
 		}
 	}
-	if c.externalIP && len(g.AllowedExternalIPs) > 0 && !slices.ContainsFunc(g.AllowedExternalIPs, func(p netip.Prefix) bool { return p.Contains(addr) }) {
-		return fmt.Sprintf("externalIPs must lie in --allowed-external-ip-cidrs %s (any other address could be hijacked, CVE-2020-8554); ask a cluster admin",
-			joinPrefixes(g.AllowedExternalIPs))
+	if c.Family == familyExternalIP && len(g.AllowedExternalIPs) > 0 &&
+		!slices.ContainsFunc(g.AllowedExternalIPs, func(p netip.Prefix) bool { return p.Contains(addr) }) {
+		return Problem{
+			Short: "outside --allowed-external-ip-cidrs",
+			Long: fmt.Sprintf("externalIPs must lie in --allowed-external-ip-cidrs %s (any other address could be hijacked, CVE-2020-8554); ask a cluster admin",
+				joinPrefixes(g.AllowedExternalIPs)),
+		}
 	}
-	return ""
+	return Problem{}
 }
 
 func joinPrefixes(ps []netip.Prefix) string {
@@ -298,8 +332,13 @@ func (m Missing) Warning() string {
 	return warning.Format(text, example)
 }
 
+// MaxTargetPortNames bounds the targetPort names of one Service that the
+// guard and the audit look up: the API server sets no limit on a Service's
+// ports, and each name costs a pass over the selected Pods.
+const MaxTargetPortNames = 16
+
 // NamedTargetPorts returns the distinct targetPort names of svc with their
-// port's protocol.
+// port's protocol, the first MaxTargetPortNames of them.
 func NamedTargetPorts(svc *corev1.Service) []NamedPort {
 	var out []NamedPort
 	for _, p := range svc.Spec.Ports {
@@ -307,8 +346,10 @@ func NamedTargetPorts(svc *corev1.Service) []NamedPort {
 			continue
 		}
 		np := NamedPort{Name: p.TargetPort.StrVal, Protocol: Protocol(p.Protocol)}
-		if !slices.Contains(out, np) {
-			out = append(out, np)
+		if !slices.Contains(out, np) { // at most MaxTargetPortNames long
+			if out = append(out, np); len(out) == MaxTargetPortNames {
+				break
+			}
 		}
 	}
 	return out

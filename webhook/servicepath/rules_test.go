@@ -1,6 +1,7 @@
 package servicepath
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/warning"
@@ -52,9 +54,9 @@ const (
 
 func testView() *view {
 	return &view{apiServer: map[netip.Addr]string{
-		netip.MustParseAddr(clusterIP):  "the ClusterIP of the kubernetes Service in default",
-		netip.MustParseAddr(endpointIP): "an API server endpoint in the EndpointSlices of default/kubernetes",
-		netip.MustParseAddr(hostIP):     "it is --service-host, the address Pods reach the API server at",
+		netip.MustParseAddr(clusterIP):  "ClusterIP of default/kubernetes",
+		netip.MustParseAddr(endpointIP): "endpoint of default/kubernetes",
+		netip.MustParseAddr(hostIP):     "--service-host",
 	}}
 }
 
@@ -95,11 +97,11 @@ func TestJudgeAddressClaims(t *testing.T) {
 		warn   string
 	}{
 		{name: "an externalIP equal to the kubernetes Service's ClusterIP is denied", new: svc(externalIPs("198.51.100.1", clusterIP)),
-			denial: "shop/web: spec.externalIPs[1] 10.96.0.1 denied: it is an address of the API server (the ClusterIP of the kubernetes Service in default)"},
+			denial: "shop/web: spec.externalIPs[1] 10.96.0.1 denied: it is an address of the API server (ClusterIP of default/kubernetes)"},
 		{name: "a loadBalancerIP equal to an API server endpoint is denied", new: svc(loadBalancerIP(endpointIP)),
-			denial: "spec.loadBalancerIP 172.18.0.2 denied: it is an address of the API server (an API server endpoint in the EndpointSlices of default/kubernetes)"},
+			denial: "spec.loadBalancerIP 172.18.0.2 denied: it is an address of the API server (endpoint of default/kubernetes)"},
 		{name: "an externalIP equal to --service-host is denied", new: svc(externalIPs(hostIP)),
-			denial: "it is an address of the API server (it is --service-host, the address Pods reach the API server at)"},
+			denial: "it is an address of the API server (--service-host)"},
 		{name: "an ingress IP set through services/status equal to an API server endpoint is denied", status: true,
 			old: svc(ingressIPs()), new: svc(ingressIPs(endpointIP)),
 			denial: "shop/web: status.loadBalancer.ingress[0].ip 172.18.0.2 denied: it is an address of the API server"},
@@ -116,12 +118,19 @@ func TestJudgeAddressClaims(t *testing.T) {
 			old: svc(externalIPs(clusterIP)), new: svc(externalIPs(clusterIP))},
 		{name: "the status's addresses are not judged on a spec update (the API server keeps the stored status)",
 			old: svc(ingressIPs(endpointIP)), new: svc(ingressIPs(endpointIP))},
-		{name: "a protected address the Service already claimed is kept with a warning, so the Service can still change",
+		{name: "a protected address the Service already claimed is kept with a warning that says to remove it, so the Service can still change",
 			old: svc(externalIPs(clusterIP)), new: svc(externalIPs(clusterIP), fixtures.Label("team", "a")),
-			warn: "svcguard: spec.externalIPs[0] 10.96.0.1 kept: it is an address of the API server"},
-		{name: "a protected address moved from loadBalancerIP to externalIPs is not new, so kept with a warning",
+			warn: "svcguard: remove spec.externalIPs[0] 10.96.0.1: an API server address (ClusterIP of default/kubernetes)"},
+		{name: "an address moved from loadBalancerIP to externalIPs is judged as a new externalIP",
+			guard: limited, old: svc(loadBalancerIP("8.8.8.8")), new: svc(loadBalancerIP(""), externalIPs("8.8.8.8")),
+			denial: "spec.externalIPs[0] 8.8.8.8 denied: externalIPs must lie in --allowed-external-ip-cidrs"},
+		{name: "a protected address moved from loadBalancerIP to externalIPs is denied",
 			old: svc(loadBalancerIP(clusterIP)), new: svc(loadBalancerIP(""), externalIPs(clusterIP)),
-			warn: "spec.externalIPs[0] 10.96.0.1 kept"},
+			denial: "spec.externalIPs[0] 10.96.0.1 denied"},
+		{name: "an ingress IP with ipMode Proxy is no claim: proxies send its traffic to the load balancer", status: true,
+			old: svc(ingressIPs()), new: svc(ingressIPs(endpointIP), fixtures.ServiceFunc(func(s *corev1.Service) {
+				s.Status.LoadBalancer.Ingress[0].IPMode = ptr.To(corev1.LoadBalancerIPModeProxy)
+			}))},
 		{name: "removing a protected address is allowed", old: svc(externalIPs(clusterIP)), new: svc()},
 		{name: "with --allowed-external-ip-cidrs an externalIP outside them is denied", guard: limited, new: svc(externalIPs("198.51.100.1")),
 			denial: "spec.externalIPs[0] 198.51.100.1 denied: externalIPs must lie in --allowed-external-ip-cidrs 203.0.113.0/24 (any other address could be hijacked, CVE-2020-8554)"},
@@ -231,6 +240,22 @@ func TestJudgeWarnsAboutTargetPortNamesSomeSelectedPodsLack(t *testing.T) {
 	}
 }
 
+func TestJudgeLooksUpAtMostMaxTargetPortNamesAndNoneWhenAClaimIsDenied(t *testing.T) {
+	v := testView()
+	v.pods = map[string][]viewPod{"shop": {pod("web-a", "web")}}
+	many := svc(selector("web"))
+	for i := range 5000 {
+		namedPort(fmt.Sprintf("p%d", i), fmt.Sprintf("name-%d", i), "")(many)
+	}
+	got := (&Guard{}).Judge(Review{New: many, View: v})
+	assert.Len(t, got.Warnings, MaxTargetPortNames, "a Service with thousands of targetPort names costs MaxTargetPortNames passes")
+
+	externalIPs(clusterIP)(many)
+	got = (&Guard{}).Judge(Review{New: many, View: v})
+	assert.False(t, got.Allowed())
+	assert.Empty(t, got.Warnings, "a denied Service is not looked at further")
+}
+
 func TestJudgeTargetPortsOnStatusUpdatesIsSkipped(t *testing.T) {
 	v := testView()
 	v.pods = map[string][]viewPod{"shop": {pod("web-a", "web")}}
@@ -296,11 +321,13 @@ func TestOptionsGuardNamesTheFlagAndValueThatCannotWork(t *testing.T) {
 		{Options{ProtectedCIDRs: []string{"10.0.0.0"}}, `--protected-cidrs="10.0.0.0" is not a CIDR`},
 		{Options{AllowedExternalIPCIDRs: []string{"nope"}}, `--allowed-external-ip-cidrs="nope" is not a CIDR`},
 		{Options{ProtectedCIDRs: []string{"0.0.0.0/0"}}, `--protected-cidrs=0.0.0.0/0 protects every address`},
+		{Options{ProtectedCIDRs: []string{"::ffff:0.0.0.0/96"}}, `--protected-cidrs=0.0.0.0/0 protects every address`},
 	} {
 		assert.ErrorContains(t, tt.opts.Validate(), tt.want)
 	}
-	g, err := (&Options{ProtectedCIDRs: []string{"10.0.0.7/24"}, AllowedExternalIPCIDRs: []string{"203.0.113.0/24"}}).Guard()
+	g, err := (&Options{ProtectedCIDRs: []string{"10.0.0.7/24", "::ffff:10.1.0.0/112"}, AllowedExternalIPCIDRs: []string{"203.0.113.0/24"}}).Guard()
 	require.NoError(t, err)
-	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, g.Protected, "a CIDR with host bits is read as its network")
+	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.1.0.0/16")}, g.Protected,
+		"a CIDR with host bits is read as its network, an IPv4-mapped one as its IPv4 range")
 	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, g.AllowedExternalIPs)
 }

@@ -46,7 +46,7 @@ func Build(o *Options, serviceHost string, deps component.Dependencies) (compone
 			},
 			CachesSynced: caches.Synced,
 		},
-		Audit: NewAudit(caches, deps.Client, deps.Recorder, deps.AuditInterval, log.Log.WithName(Name+"-audit")),
+		Audit: NewAudit(&guard, caches, deps.Client, deps.Recorder, deps.AuditInterval, log.Log.WithName(Name+"-audit")),
 	}, nil
 }
 

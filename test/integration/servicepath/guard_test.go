@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -85,11 +87,11 @@ func TestEnvtestALoadBalancerClaimingTheKubernetesClusterIPAsExternalIPIsDenied(
 	ip := kubernetesClusterIP(t)
 	svc := loadBalancer(ns, "hijack", fixtures.ServiceFunc(func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"203.0.113.7", ip} }))
 	createDenied(t, c, svc, `admission webhook "`+webhookName+`" denied the request: `+ns+`/hijack: spec.externalIPs[1] `+ip+
-		` denied: it is an address of the API server (the ClusterIP of the kubernetes Service in default)`)
+		` denied: it is an address of the API server (ClusterIP of default/kubernetes)`)
 
 	t.Run("--service-host and --protected-cidrs are protected too", func(t *testing.T) {
 		createDenied(t, c, loadBalancer(ns, "host", fixtures.ServiceFunc(func(s *corev1.Service) { s.Spec.LoadBalancerIP = serviceHost })),
-			`spec.loadBalancerIP `+serviceHost+` denied: it is an address of the API server (it is --service-host`)
+			`spec.loadBalancerIP `+serviceHost+` denied: it is an address of the API server (--service-host)`)
 		createDenied(t, c, loadBalancer(ns, "node", fixtures.ServiceFunc(func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"198.51.100.20"} })),
 			`spec.externalIPs[0] 198.51.100.20 denied: it lies in --protected-cidrs `+protectedCIDR)
 	})
@@ -120,7 +122,7 @@ func TestEnvtestAStatusUpdateSettingAnAPIServerEndpointAsIngressIPIsDenied(t *te
 		return err
 	}
 	want := `admission webhook "` + webhookName + `" denied the request: ` + ns + `/lb: status.loadBalancer.ingress[0].ip ` + endpoint +
-		` denied: it is an address of the API server (an API server endpoint in the EndpointSlices of default/kubernetes)`
+		` denied: it is an address of the API server (endpoint of default/kubernetes)`
 	require.Eventually(t, func() bool {
 		err := setIngress(endpoint, true)
 		return err != nil && strings.Contains(err.Error(), want)
@@ -197,7 +199,9 @@ func TestEnvtestServicesThatClaimNothingNeverReachTheGuard(t *testing.T) {
 	lb := loadBalancer(ns, "lb")
 	require.NoError(t, suite.Env.Client.Create(ctx, lb))
 	suite.Env.Edit(t, client.ObjectKey{Namespace: ns, Name: "plain"}, plain, func() { plain.Labels = map[string]string{"team": "a"} })
-	assert.Equal(t, before, guardCalls(t), "the shipped matchConditions skip Services without addresses or targetPort names")
+	lb.Status.Conditions = []metav1.Condition{{Type: "Provisioning", Status: metav1.ConditionTrue, Reason: "Waiting", LastTransitionTime: metav1.Now()}}
+	require.NoError(t, suite.Env.Client.Status().Update(ctx, lb), "a status update without ingress IPs")
+	assert.Equal(t, before, guardCalls(t), "the shipped matchConditions skip Services without addresses or targetPort names, and status updates without ingress IPs")
 
 	named := namedTargetPortService(ns, "named", "http")
 	require.NoError(t, suite.Env.Client.Create(ctx, named))
@@ -226,6 +230,15 @@ func TestEnvtestAuditReportsServicesWhosePodsLackTheirTargetPortName(t *testing.
 		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.9"}}},
 	}))
 
+	// A Service that claims the kubernetes ClusterIP, stored where the guard is never called (svcguard's own
+	// namespace), as one from before svcguard would be.
+	if err := suite.Env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "svcguard"}}); err != nil {
+		require.True(t, apierrors.IsAlreadyExists(err), "%v", err)
+	}
+	legacy := loadBalancer("svcguard", "legacy", fixtures.ServiceFunc(func(s *corev1.Service) { s.Spec.ExternalIPs = []string{kubernetesClusterIP(t)} }))
+	require.NoError(t, suite.Env.Client.Create(ctx, legacy))
+	t.Cleanup(func() { _ = suite.Env.Client.Delete(context.Background(), legacy) })
+
 	// The audit runs as the Deployment does: with exactly the RBAC the manifests ship.
 	cfg := suite.Env.ShippedRBACConfig(t, "svcguard-service-path-audit", testenv.DefaultOverlay, "svcguard")
 	cs, err := kubernetes.NewForConfig(cfg)
@@ -233,7 +246,9 @@ func TestEnvtestAuditReportsServicesWhosePodsLackTheirTargetPortName(t *testing.
 	caches, err := servicepath.NewCaches(cs, serviceHost, logr.Discard())
 	require.NoError(t, err)
 	go func() { _ = caches.Start(ctx) }()
-	audit := servicepath.NewAudit(caches, cs, testenv.Recorder(t, ctx, cfg), time.Hour, logr.Discard())
+	guard, err := servicepath.NewOptions().Guard()
+	require.NoError(t, err)
+	audit := servicepath.NewAudit(&guard, caches, cs, testenv.Recorder(t, ctx, cfg), time.Hour, logr.Discard())
 	go func() { _ = audit.Start(ctx) }()
 
 	var events []string
@@ -253,6 +268,18 @@ func TestEnvtestAuditReportsServicesWhosePodsLackTheirTargetPortName(t *testing.
 			`name the port in every selected Pod, or use a port number`,
 	}, events)
 	assert.Equal(t, float64(2), testenv.GaugeValue(t, "svcguard_services_missing_named_port"))
+
+	var claims []eventsv1.Event
+	require.Eventually(t, func() bool {
+		claims = suite.Env.Events(t, "svcguard", "legacy", servicepath.ProtectedAddressReason)
+		return len(claims) == 1
+	}, 20*time.Second, 100*time.Millisecond, "one %s Event on the Service that claims the ClusterIP", servicepath.ProtectedAddressReason)
+	assert.Contains(t, claims[0].Note, "spec.externalIPs[0] "+kubernetesClusterIP(t)+": it is an address of the API server (ClusterIP of default/kubernetes)")
+	assert.Equal(t, float64(1), testenv.GaugeValue(t, "svcguard_services_claiming_protected_addresses"))
+	require.NoError(t, suite.Env.Client.Delete(ctx, legacy))
+	require.Eventually(t, func() bool {
+		return testenv.GaugeValue(t, "svcguard_services_claiming_protected_addresses") == 0
+	}, 20*time.Second, 100*time.Millisecond, "a removed claim leaves the gauge")
 
 	// The Pod first: the audit passes on Service changes (and every interval), not on Pod changes.
 	require.NoError(t, suite.Env.Client.Delete(ctx, webPod(ns, "web-v2-a", "v2")))
