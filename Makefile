@@ -81,8 +81,13 @@ integration: envtest ## The envtest suites (test/integration): real kube-apiserv
 	go test $(TEST_FLAGS) $(filter-out $(NORACE_PKGS),$(shell go list ./test/...))
 	go test $(filter-out -race,$(TEST_FLAGS)) $(NORACE_PKGS)
 
-bench: envtest ## Run the benchmarks (speed and memory figures live here, not in tests).
-	go test -run '^$$' -bench . -benchmem -count=1 ./...
+# The benchmarks' output, which hack/perfreport turns into docs/performance.md's tables and chart.
+BENCH_OUT := bin/bench.txt
+
+bench: envtest ## Benchmarks (in process, over the wire, through the API server); rewrites docs/performance.md's tables and docs/performance.svg.
+	@mkdir -p bin
+	go test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./... | tee $(BENCH_OUT)
+	go run ./hack/perfreport -in $(BENCH_OUT) -md docs/performance.md -svg docs/performance.svg
 
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s

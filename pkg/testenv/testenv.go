@@ -208,18 +208,30 @@ func (e *Environment) Stop() error {
 // waitServing waits until a TLS handshake with the webhook address succeeds
 // with a certificate the registered CA trusts.
 func (e *Environment) waitServing(ctx context.Context) error {
+	return e.WaitTLS(ctx, e.WebhookBindAddress)
+}
+
+// TLSConfig is a client TLS configuration that trusts the environment's CA
+// for the loopback address.
+func (e *Environment) TLSConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.CAData)
 	host, _, _ := net.SplitHostPort(e.WebhookBindAddress)
-	dialer := &tls.Dialer{Config: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}}
+	return &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+}
+
+// WaitTLS waits until a TLS handshake with addr succeeds with a certificate
+// the environment's CA trusts, or ctx ends.
+func (e *Environment) WaitTLS(ctx context.Context, addr string) error {
+	dialer := &tls.Dialer{Config: e.TLSConfig()}
 	for {
-		conn, err := dialer.DialContext(ctx, "tcp", e.WebhookBindAddress)
+		conn, err := dialer.DialContext(ctx, "tcp", addr)
 		if err == nil {
 			return conn.Close()
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("webhook listener %s never served TLS: %w", e.WebhookBindAddress, err)
+			return fmt.Errorf("listener %s never served TLS: %w", addr, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -1,15 +1,18 @@
 package nodeport
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/svcguard/svcguard/pkg/admissiontest"
 	"github.com/svcguard/svcguard/pkg/benchtest"
 	"github.com/svcguard/svcguard/pkg/slim"
 
@@ -156,5 +159,37 @@ func BenchmarkJudgeWithCaches(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		g.Judge(Review{Old: old, New: upd, View: c})
+	}
+}
+
+// BenchmarkHandlerWithCaches is one Service UPDATE through the handler
+// (decode old and new, judge, respond) for Services with 1 and 10 ports,
+// against caches of 100k Pods and 10k Services.
+func BenchmarkHandlerWithCaches(b *testing.B) {
+	v, tr := newIndexerView()
+	for p := 0; p < 100_000; p++ {
+		add(b, v.pods, tr.pod, hostPortPod(p, int32(30000+p%2700)))
+	}
+	for s := 0; s < 10_000; s++ {
+		add(b, v.services, tr.service, syntheticService(s))
+	}
+	h := &Handler{Guard: testGuard(), View: v.caches(), Decoder: admissiontest.Decoder}
+	for _, ports := range []int{1, 10} {
+		var opts []fixtures.ServiceOption
+		for i := range ports {
+			opts = append(opts, fixtures.Port(fmt.Sprintf("p%d", i), int32(8000+i), int32(31000+i)))
+		}
+		old := fixtures.Service("team-1", "web", opts...)
+		upd := old.DeepCopy()
+		upd.Labels = map[string]string{"rev": "2"}
+		req := serviceRequest(admissionv1.Update, old, upd).Build(b)
+		b.Run(fmt.Sprintf("ports=%d", ports), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if resp := h.Handle(context.Background(), req); !resp.Allowed {
+					b.Fatal(admissiontest.Message(resp))
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,44 @@
+// Command noop is the ceiling of svcguard's stack for the benchmarks of
+// docs/performance.md: a controller-runtime webhook server, the same
+// version and TLS setup as svcguard's, whose handler allows every request
+// without decoding its object. Whatever svcguard spends beyond it is its own.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+func main() {
+	bind := flag.String("bind", "127.0.0.1:9443", "host:port of the TLS listener")
+	certDir := flag.String("cert-dir", "", "directory of tls.crt and tls.key")
+	path := flag.String("path", "/webhooks/service-host", "the path to answer on")
+	flag.Parse()
+	if err := run(*bind, *certDir, *path); err != nil {
+		fmt.Fprintln(os.Stderr, "noop:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bind, certDir, path string) error {
+	host, portText, err := net.SplitHostPort(bind)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return err
+	}
+	server := webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: certDir})
+	allow := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
+	server.Register(path, &webhook.Admission{Handler: allow})
+	return server.Start(ctrl.SetupSignalHandler())
+}
