@@ -50,8 +50,12 @@ $(ENVTEST_STAMP): hack/tools/envtest/go.mod hack/tools/envtest/go.sum
 	@touch $@
 
 test: envtest rules ## Alert rules, unit and envtest suites (real kube-apiserver + etcd); `make e2e` runs the rest.
+ifeq ($(RACE),)
+	go test $(TEST_FLAGS) $(ALL_PKGS)
+else
 	go test $(TEST_FLAGS) $(filter-out $(NORACE_PKGS),$(ALL_PKGS))
 	go test $(filter-out -race,$(TEST_FLAGS)) $(NORACE_PKGS)
+endif
 
 # The end-to-end suite: a control plane of processes (etcd, kube-apiserver, kube-controller-manager),
 # three replicas of the real binary behind a Service stand-in, the scenarios of docs/e2e.md. It prints
@@ -62,7 +66,8 @@ e2e: envtest ## End-to-end scenarios (docs/e2e.md): real control plane processes
 	E2E_REPORT=$(abspath $(E2E_REPORT)) go test $(filter-out -race,$(TEST_FLAGS)) ./e2e; \
 	  status=$$?; [ -f $(E2E_REPORT) ] && cat $(E2E_REPORT); exit $$status
 
-ALL_PKGS = $(shell go list ./... | grep -v '^github.com/svcguard/svcguard/e2e$$')
+# Every package but the e2e suite (make e2e) and the process benchmarks (make bench), which have no tests.
+ALL_PKGS = $(shell go list ./... | grep -Ev '^github.com/svcguard/svcguard/(e2e|test/perf)$$')
 # The packages that run cert-manager's controllers in the test process go without the race detector: its
 # build of cert-manager and its dependencies would add minutes to a cold CI run, and the svcguard they test
 # runs there as a separate process of the plain binary anyway.

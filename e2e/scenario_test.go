@@ -260,7 +260,7 @@ func TestScenario3RollingRestartUnderLoad(t *testing.T) {
 		}
 		require.NoError(t, fleet.WaitSettled(ctx), "the killed replicas out of the routing before the load")
 		// Restarts without the drain are cheap (seconds each) and each loses a few injections at
-		// random, five make a loss certain in practice; with the drain (15 s each) two are enough.
+		// random (1 to 5 each, measured here), five make a loss certain in practice; with the drain, one.
 		restarts := func(flags []string, n int) func() {
 			return func() {
 				for range n {
@@ -272,7 +272,7 @@ func TestScenario3RollingRestartUnderLoad(t *testing.T) {
 		without := underLoad(t, 100, restarts(noDrain, 5))
 		refused := fleet.StandIn.Stats().Refused - refusedBefore
 		require.NoError(t, fleet.RollingRestart(ctx, grace, drain...), "a replica with a drain")
-		with := underLoad(t, 100, restarts(drain, 2))
+		with := underLoad(t, 100, restarts(drain, 1))
 		// Back to three replicas with the manifests' settings.
 		last := fleet.Replicas()
 		require.NoError(t, fleet.StartN(ctx, 3, fleetFlags...))
@@ -285,7 +285,7 @@ func TestScenario3RollingRestartUnderLoad(t *testing.T) {
 		// connections the API server keeps idle, and a request crossing that close on the wire is lost.
 		pass := without.missing > 0 && with.missing < without.missing && with.clientErrors == 0
 		record(t, scenario+" (drain)", fmt.Sprintf("1 replica, endpoint lag %s; 5 restarts with --shutdown-drain=0s: %s "+
-			"(%d connections routed to a stopped listener); 2 restarts with --shutdown-drain=4s: %s", lag, without, refused, with),
+			"(%d connections routed to a stopped listener); 1 restart with --shutdown-drain=4s: %s", lag, without, refused, with),
 			"losses without the drain; fewer with it (see docs/e2e.md)", pass)
 		assert.Positive(t, without.missing, "without the drain, connections routed to the stopped replica must lose injections")
 		assert.EqualValues(t, without.missing, without.calls.FailOpen, "each lost injection is a fail-open")

@@ -9,8 +9,11 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // the profiles the benchmarks compare with svcguard's
 	"os"
 	"strconv"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -21,7 +24,14 @@ func main() {
 	bind := flag.String("bind", "127.0.0.1:9443", "host:port of the TLS listener")
 	certDir := flag.String("cert-dir", "", "directory of tls.crt and tls.key")
 	path := flag.String("path", "/webhooks/service-host", "the path to answer on")
+	pprof := flag.String("pprof-bind-address", "", "host:port of Go's /debug/pprof (plain HTTP); empty: off")
 	flag.Parse()
+	if *pprof != "" {
+		go func() {
+			server := &http.Server{Addr: *pprof, ReadHeaderTimeout: 10 * time.Second} // DefaultServeMux, where net/http/pprof registers
+			fmt.Fprintln(os.Stderr, "noop: pprof:", server.ListenAndServe())
+		}()
+	}
 	if err := run(*bind, *certDir, *path); err != nil {
 		fmt.Fprintln(os.Stderr, "noop:", err)
 		os.Exit(1)

@@ -45,6 +45,9 @@ type Server struct {
 	HealthProbeBindAddress string
 	// MetricsBindAddress is host:port of /metrics; "0" turns the endpoint off.
 	MetricsBindAddress string
+	// PprofBindAddress is host:port of Go's /debug/pprof (plain HTTP, no
+	// authentication: bind it to loopback); "0", the default, turns it off.
+	PprofBindAddress string
 	// MetricsSecure serves /metrics over HTTPS with the serving certificate,
 	// only to clients whose token the API server authenticates and
 	// authorizes for get on the non-resource URL /metrics.
@@ -91,6 +94,7 @@ func NewServer() *Server {
 		WebhookBindAddress:     ":9443",
 		CertDir:                "/tmp/k8s-webhook-server/serving-certs",
 		HealthProbeBindAddress: ":8081",
+		PprofBindAddress:       "0",
 		MetricsBindAddress:     ":8443",
 		MetricsSecure:          true,
 
@@ -121,6 +125,8 @@ func (s *Server) AddFlags(fs *flag.FlagSet) {
 		"host:port serving /healthz (liveness) and /readyz (readiness) over plain HTTP.")
 	fs.StringVar(&s.MetricsBindAddress, "metrics-bind-address", s.MetricsBindAddress,
 		"host:port serving Prometheus /metrics; \"0\" turns it off.")
+	fs.StringVar(&s.PprofBindAddress, "pprof-bind-address", s.PprofBindAddress,
+		"host:port serving Go's /debug/pprof profiles over plain HTTP without authentication, for profiling (bind it to 127.0.0.1); \"0\" turns it off.")
 	fs.BoolVar(&s.MetricsSecure, "metrics-secure", s.MetricsSecure,
 		"Serve /metrics over HTTPS with the certificate from --cert-dir, answering only clients whose bearer token the API server authenticates (TokenReview) "+
 			"and authorizes for get on the non-resource URL /metrics (SubjectAccessReview); false serves plain HTTP to anyone, for local use.")
@@ -165,6 +171,9 @@ func (s *Server) Validate() error {
 		return err
 	}
 	if err := validateHostPort("metrics-bind-address", s.MetricsBindAddress, true); err != nil {
+		return err
+	}
+	if err := validateHostPort("pprof-bind-address", s.PprofBindAddress, true); err != nil {
 		return err
 	}
 	if s.CertDir == "" {

@@ -110,3 +110,12 @@ func TestMetricsCanBeTurnedOff(t *testing.T) {
 	require.NoError(t, Parse("svcguard", []string{"--metrics-bind-address=0"}, &bytes.Buffer{}, s))
 	assert.Equal(t, "0", s.MetricsBindAddress)
 }
+
+func TestProfilingIsOffByDefaultAndTakesHostPort(t *testing.T) {
+	s := NewServer()
+	require.NoError(t, Parse("svcguard", nil, &bytes.Buffer{}, s))
+	assert.Equal(t, "0", s.PprofBindAddress, "no profiling endpoint unless asked for")
+	require.NoError(t, Parse("svcguard", []string{"--pprof-bind-address=127.0.0.1:6060"}, &bytes.Buffer{}, NewServer()))
+	assert.ErrorContains(t, Parse("svcguard", []string{"--pprof-bind-address=6060"}, &bytes.Buffer{}, NewServer()),
+		`--pprof-bind-address="6060" is not host:port`)
+}

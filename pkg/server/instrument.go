@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -30,14 +31,18 @@ func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp a
 	}
 	start := time.Now()
 	// controller-runtime's logger already names the object, user and request ID.
-	// Kind, operation and subresource are whatever the body says: bounded.
-	logger := log.FromContext(ctx).WithValues("webhook", i.name, "kind", redact.Name(req.Kind.Kind),
-		"operation", metrics.OperationLabel(req.Operation), "subResource", redact.Name(req.SubResource))
+	// Kind, operation and subresource are whatever the body says: bounded. The
+	// logger is built only for a line that is written: adding values encodes
+	// them at once, which every admitted request would pay for nothing.
+	logger := func() logr.Logger {
+		return log.FromContext(ctx).WithValues("webhook", i.name, "kind", redact.Name(req.Kind.Kind),
+			"operation", metrics.OperationLabel(req.Operation), "subResource", redact.Name(req.SubResource))
+	}
 
 	defer func() {
 		if r := recover(); r != nil {
 			metrics.AdmissionPanics.WithLabelValues(i.name).Inc()
-			logger.Error(fmt.Errorf("panic: %v", r), "webhook handler panicked; answered HTTP 500", "stack", string(debug.Stack()))
+			logger().Error(fmt.Errorf("panic: %v", r), "webhook handler panicked; answered HTTP 500", "stack", string(debug.Stack()))
 			resp = panicked(i.name, req)
 		}
 		decision := DecisionOf(resp)
@@ -45,11 +50,13 @@ func (i instrumented) Handle(ctx context.Context, req admission.Request) (resp a
 		switch decision {
 		case metrics.Error:
 			// Errors may quote what could not be decoded: keep content out of the log.
-			logger.Info("request could not be judged", "code", resultCode(resp), "reason", redact.Quoted(resultMessage(resp)))
+			logger().Info("request could not be judged", "code", resultCode(resp), "reason", redact.Quoted(resultMessage(resp)))
 		case metrics.Denied:
-			logger.Info("request denied", "reason", resultMessage(resp))
+			logger().Info("request denied", "reason", resultMessage(resp))
 		default:
-			logger.V(1).Info("request admitted", "decision", decision, "warnings", resp.Warnings)
+			if log.FromContext(ctx).V(1).Enabled() {
+				logger().V(1).Info("request admitted", "decision", decision, "warnings", resp.Warnings)
+			}
 		}
 	}()
 	return i.handler.Handle(ctx, req)

@@ -105,6 +105,7 @@ func New(opts *options.Server) (*Server, error) {
 		// svcguard serves its own probes (policy-aware readiness) and its own
 		// webhook listener (drained on shutdown), both below.
 		HealthProbeBindAddress:  "0",
+		PprofBindAddress:        opts.PprofBindAddress,
 		GracefulShutdownTimeout: &opts.ShutdownTimeout,
 	})
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -82,9 +84,10 @@ func startProcess(binary string, log io.Writer, env []string, args ...string) (*
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = w, w
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
+	// The process runs with the Deployment's environment (env), not with the
+	// Go runtime settings of whoever runs the tests (CI raises GOGC for the
+	// compiler).
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOGC=") }), env...)
 	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", binary, err)

@@ -37,8 +37,9 @@ var (
 	// svcguard and noop are the two webhooks under load.
 	svcguard *testenv.Process
 	noop     *exec.Cmd
-	// svcguardAddr and noopAddr are where they listen.
-	svcguardAddr, noopAddr string
+	// svcguardAddr and noopAddr are where they listen; pprofAddr serves
+	// svcguard's /debug/pprof.
+	svcguardAddr, noopAddr, pprofAddr, noopPprofAddr string
 )
 
 // serviceHost is what svcguard injects.
@@ -92,8 +93,12 @@ func run(m *testing.M) int {
 	}
 	// The manifests' Deployment sets GOMEMLIMIT and max-in-flight-requests; the
 	// load here stays far below both, so the binary's defaults are what is measured.
+	if pprofAddr, err = testenv.FreeAddress(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	svcguard, err = env.StartBinary(ctx, binary, nil, "--service-host="+serviceHost, "--service-port=6443",
-		"--webhook-bind-address="+svcguardAddr, "--readiness-check-interval=10s")
+		"--webhook-bind-address="+svcguardAddr, "--readiness-check-interval=10s", "--pprof-bind-address="+pprofAddr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -103,7 +108,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	noop = exec.Command(noopBinary, "--bind="+noopAddr, "--cert-dir="+env.CertDir)
+	if noopPprofAddr, err = testenv.FreeAddress(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	noop = exec.Command(noopBinary, "--bind="+noopAddr, "--cert-dir="+env.CertDir, "--pprof-bind-address="+noopPprofAddr)
 	noop.Stderr = os.Stderr
 	if err := noop.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "starting hack/noop:", err)

@@ -3,6 +3,9 @@ package perf
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -12,15 +15,16 @@ import (
 
 // target is one webhook under load.
 type target struct {
-	name string
-	url  string
-	pid  func() int
+	name  string
+	url   string
+	pid   func() int
+	pprof string // host:port of its /debug/pprof
 }
 
 func targets() []target {
 	return []target{
-		{"noop", "https://" + noopAddr + "/webhooks/service-host", func() int { return noop.Process.Pid }},
-		{"svcguard", "https://" + svcguardAddr + "/webhooks/service-host", svcguard.PID},
+		{"noop", "https://" + noopAddr + "/webhooks/service-host", func() int { return noop.Process.Pid }, noopPprofAddr},
+		{"svcguard", "https://" + svcguardAddr + "/webhooks/service-host", svcguard.PID, pprofAddr},
 	}
 }
 
@@ -74,6 +78,12 @@ func BenchmarkWire(b *testing.B) {
 	for round := 1; round <= 2; round++ {
 		for _, t := range targets() {
 			b.Run(fmt.Sprintf("saturation/%s/round=%d", t.name, round), func(b *testing.B) {
+				if round == 2 {
+					// Where the time goes at saturation: a CPU profile of each target's
+					// second round, for `go tool pprof -top`.
+					done := profile(b, t.pprof, 4*time.Second, fmt.Sprintf(profilePath, t.name))
+					defer func() { <-done }()
+				}
 				wireRun(b, t, body, conns, 0, 5*time.Second)
 			})
 			settle()
@@ -89,4 +99,32 @@ func BenchmarkWire(b *testing.B) {
 			}
 		}
 	}
+}
+
+// profilePath is where BenchmarkWire leaves each target's CPU profile at
+// saturation (bin/, next to the benchmarks' output), by target name.
+const profilePath = "../../bin/%s-saturation.cpu.pprof"
+
+// profile fetches a CPU profile over d from the /debug/pprof at addr,
+// in the background, into path; the channel closes when it is written.
+func profile(b *testing.B, addr string, d time.Duration, path string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+		if err != nil {
+			b.Errorf("profiling svcguard: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Errorf("profiling svcguard: HTTP %d, %v", resp.StatusCode, err)
+			return
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			b.Errorf("writing the profile: %v", err)
+		}
+	}()
+	return done
 }

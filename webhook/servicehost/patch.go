@@ -67,7 +67,7 @@ var containerFields = [3]string{"initContainers", "containers", "ephemeralContai
 // levels, or a resource quantity in a document with escapes) is decoded by
 // decoder instead, and read from the typed Pod.
 func ReadPod(raw []byte, decoder admission.Decoder) (PodView, error) {
-	if !json.Valid(raw) {
+	if fastjson.ValidateBytes(raw) != nil {
 		// The decoder's own message for empty and invalid documents.
 		return readTyped(raw, decoder)
 	}

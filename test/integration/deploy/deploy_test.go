@@ -213,14 +213,16 @@ func scrapeTrusting(t *testing.T, proc *testenv.Process, token string, rootsPEM 
 // component binds.
 func TestEnvtestTheBinaryRunsAsTheDeploymentWithTheShippedRBAC(t *testing.T) {
 	objs := installed(t)
-	proc := shippedBinary(t, objs, "--service-host=192.0.2.10")
 	// A Pod admitted while no replica answered: the installed configurations
 	// point at the Service, which has no endpoints here, and fail open. The
-	// missed-injection audit needs Pods, Namespaces (opt-outs) and Events.
+	// missed-injection audit needs Pods, Namespaces (opt-outs) and Events. It
+	// is there before the replica starts, so that the audit's first pass finds
+	// it, not one a minute (the shipped audit-interval) later.
 	ctx := context.Background()
 	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "deploy-rbac"}}))
 	missed := fixtures.Pod("deploy-rbac", "missed", fixtures.Container("app", "registry.example/app:1"))
 	require.NoError(t, env.Client.Create(ctx, missed))
+	proc := shippedBinary(t, objs, "--service-host=192.0.2.10")
 
 	var binding rbacv1.ClusterRoleBinding
 	require.NoError(t, testenv.Find(objs, "ClusterRoleBinding", "svcguard-metrics-reader", &binding))
