@@ -88,7 +88,7 @@ func run(m *testing.M) (code int) {
 		return 1
 	}
 	code = m.Run()
-	if err := env.CheckMatchConditions(context.Background()); err != nil {
+	if err := env.CheckAdmissionEvaluation(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		code = 1
 	}

@@ -38,7 +38,7 @@ import (
 
 // overlays lists every install the README names; bring-your-own-cert needs
 // its certificate files, which overlayObjects adds.
-var overlays = []string{"default", "remediation", "monitoring", "bring-your-own-cert"}
+var overlays = []string{"default", "remediation", "monitoring", "bring-your-own-cert", "webhook-only"}
 
 // byoFiles are the files a user puts beside the bring-your-own-cert overlay.
 func byoFiles(t *testing.T) map[string][]byte {
@@ -76,7 +76,16 @@ func shippedSettings(t *testing.T, overlay string) (*appsv1.Deployment, *options
 	deploy := find[appsv1.Deployment](t, objs, "Deployment", "svcguard")
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	require.NoError(t, os.WriteFile(config, []byte(testenv.ShippedConfig(t, testenv.DefaultOverlay)), 0o600))
-	args := slices.Clone(deploy.Spec.Template.Spec.Containers[0].Args)
+	configMaps := map[string]map[string]string{}
+	for _, u := range objs {
+		if u.GetKind() == "ConfigMap" {
+			configMaps[u.GetName()] = find[corev1.ConfigMap](t, objs, "ConfigMap", u.GetName()).Data
+		}
+	}
+	c := deploy.Spec.Template.Spec.Containers[0]
+	env, err := testenv.ContainerEnv(c, deploy.Namespace, "svcguard-0", configMaps)
+	require.NoError(t, err, "manifests/overlays/%s: the Deployment's env", overlay)
+	args := testenv.ExpandArgs(c.Args, env)
 	for i, a := range args {
 		if strings.HasPrefix(a, "--config=") {
 			args[i] = "--config=" + config

@@ -52,6 +52,11 @@ type Built struct {
 	// Audit runs only on the replica that leads; nil when the settings turn
 	// it off.
 	Audit manager.Runnable
+	// Checks are more leader-only work beside the audit (the service-host
+	// webhook's check of its policy twin).
+	Checks []manager.Runnable
+	// Notes are lines for /readyz?verbose that never affect readiness.
+	Notes []func() string
 }
 
 // Dependencies are what the server gives a webhook package to build with.

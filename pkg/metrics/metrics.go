@@ -116,6 +116,13 @@ var (
 		Help: "Running Pods that should carry KUBERNETES_SERVICE_HOST but do not (admitted while no replica answered, or before svcguard); set by the leader's audit, 0 elsewhere.",
 	})
 
+	// InjectionPolicyActive is the leader's check of the policy twin.
+	InjectionPolicyActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "svcguard_injection_policy_active",
+		Help: "1 while the MutatingAdmissionPolicy twin named by --injection-policy exists, is bound and reads the values svcguard injects, 0 while not; " +
+			"set by the leader only, and only when --injection-policy is set.",
+	}, []string{"policy"})
+
 	// MissedPodsEvicted counts remediation's evictions.
 	MissedPodsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "svcguard_missed_pods_evicted_total",
@@ -167,7 +174,7 @@ var all = []prometheus.Collector{
 	AdmissionRequests, AdmissionDuration, AdmissionPanics, AdmissionThrottled, InjectedContainers,
 	NodePortReassignmentsDenied, PinsInDynamicBand, Ready, ReadinessCheck, Leader,
 	ServingCertificateExpiration, CACertificateExpiration,
-	PodsMissingServiceHost, MissedPodsEvicted, NodePortsIncorrect, DegradedDecisions, ServicesMissingNamedPort,
+	PodsMissingServiceHost, InjectionPolicyActive, MissedPodsEvicted, NodePortsIncorrect, DegradedDecisions, ServicesMissingNamedPort,
 	ServicesClaimingProtectedAddresses,
 }
 

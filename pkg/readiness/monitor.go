@@ -26,6 +26,9 @@ type MonitorOptions struct {
 	StartupGrace time.Duration
 	// Lookup returns a webhook path's live registration.
 	Lookup func(path string) Registration
+	// Notes are lines that /readyz?verbose shows after the checks; they
+	// never affect readiness.
+	Notes []func() string
 	// Log receives readiness changes.
 	Log logr.Logger
 }
@@ -117,6 +120,9 @@ func (m *Monitor) Verdict() Verdict {
 	defer m.mu.Unlock()
 	starting := !m.passedOnce && (m.started.IsZero() || time.Since(m.started) < m.opts.StartupGrace)
 	v := Decide(m.inputLocked(starting))
+	for _, note := range m.opts.Notes {
+		v.Notes = append(v.Notes, note())
+	}
 	if v.Ready != m.wasReady {
 		m.wasReady = v.Ready
 		if v.Ready {

@@ -131,6 +131,9 @@ type Verdict struct {
 	Degraded []string
 	// Checks mirror the input, each with its effect.
 	Checks []CheckVerdict
+	// Notes are informational lines, shown after the checks; they never
+	// affect Ready.
+	Notes []string
 }
 
 // CheckVerdict is one check's state and its effect on the verdict.
@@ -228,6 +231,9 @@ func (v Verdict) Render() string {
 			fmt.Fprintf(&b, "; %s", c.Effect)
 		}
 		b.WriteByte('\n')
+	}
+	for _, n := range v.Notes {
+		fmt.Fprintf(&b, "[i]%s\n", n)
 	}
 	if v.Ready {
 		b.WriteString("readyz check passed")

@@ -139,3 +139,12 @@ func TestRenderListsEveryCheckWithItsWebhooksPoliciesAndEffect(t *testing.T) {
 		assert.Contains(t, got, want)
 	}
 }
+
+func TestRenderShowsNotesWithoutChangingTheVerdict(t *testing.T) {
+	v := Decide(Input{Checks: []CheckState{check("tls", true, Passing, host(underIgnore))}})
+	v.Notes = []string{"policy twin svcguard-service-host: inactive: not found"}
+	assert.True(t, v.Ready)
+	assert.Equal(t, "[+]tls passing: tls reason; webhooks: service-host (failurePolicy Ignore)\n"+
+		"[i]policy twin svcguard-service-host: inactive: not found\n"+
+		"readyz check passed\n", v.Render())
+}

@@ -62,6 +62,8 @@ type Server struct {
 	elector  *leader.Elector
 	deps     component.Dependencies
 	webhooks []component.Webhook
+	// notes are the webhooks' lines for /readyz?verbose (component.Built.Notes).
+	notes []func() string
 	// selfTest marks readiness's own requests to the webhooks.
 	selfTest readiness.SelfTestMark
 }
@@ -178,6 +180,10 @@ func New(opts *options.Server) (*Server, error) {
 func (s *Server) Add(b component.Built) {
 	s.Register(b.Webhook)
 	s.AddLeaderTask(b.Audit)
+	for _, c := range b.Checks {
+		s.AddLeaderTask(c)
+	}
+	s.notes = append(s.notes, b.Notes...)
 }
 
 // Register serves w on its path, wrapped with the common metrics, logging and
@@ -328,6 +334,7 @@ func (s *Server) readiness(servingAddr string) *readiness.Monitor {
 		Interval:     s.opts.ReadinessCheckInterval,
 		StartupGrace: s.opts.StartupGrace,
 		Lookup:       s.configs.Lookup,
+		Notes:        s.notes,
 		Log:          s.log.WithName("readiness"),
 	}, checks...)
 }

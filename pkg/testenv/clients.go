@@ -108,23 +108,30 @@ func (e *Environment) APIServerMetrics(ctx context.Context) (string, error) {
 	return string(data), err
 }
 
-// CheckMatchConditions returns an error when the API server failed to
-// evaluate a matchCondition of a registered webhook: it then skips the
-// webhook under failurePolicy Ignore, silently, so every suite checks this
-// after its tests.
-func (e *Environment) CheckMatchConditions(ctx context.Context) error {
+// CheckAdmissionEvaluation returns an error when the API server failed to
+// evaluate a matchCondition of a registered webhook, or an expression of a
+// mutating admission policy: under failurePolicy Ignore it then skips the
+// webhook or the policy silently, so every suite checks this after its tests.
+func (e *Environment) CheckAdmissionEvaluation(ctx context.Context) error {
 	text, err := e.APIServerMetrics(ctx)
 	if err != nil {
-		return fmt.Errorf("reading the API server's metrics for matchCondition errors: %w", err)
+		return fmt.Errorf("reading the API server's metrics for evaluation errors: %w", err)
 	}
-	const metric = "apiserver_admission_match_condition_evaluation_errors_total"
-	n, _, err := sumSamples(text, metric)
+	const conditions = "apiserver_admission_match_condition_evaluation_errors_total"
+	n, _, err := sumSamples(text, conditions)
 	if err != nil {
 		return fmt.Errorf("parsing the API server's metrics: %w", err)
 	}
 	if n > 0 {
 		return fmt.Errorf("the API server failed %v times to evaluate a webhook's matchConditions, and skipped the webhook each time: "+
-			"fix the expression (%s names the webhook)", n, metric)
+			"fix the expression (%s names the webhook)", n, conditions)
+	}
+	const policies = "apiserver_mutating_admission_policy_check_total"
+	all, _, _ := sumSamples(text, policies)
+	ok, _, _ := sumSamples(text, policies, "error_type", "no_error")
+	if all > ok {
+		return fmt.Errorf("the API server failed %v times to evaluate a mutating admission policy, and skipped or refused it each time: "+
+			"fix the expression (%s names the policy and the error type)", all-ok, policies)
 	}
 	return nil
 }

@@ -37,8 +37,10 @@ type Replica struct {
 // podSpec is what a replica takes from the rendered Deployment.
 type podSpec struct {
 	namespace string
-	args      []string
-	env       []corev1.EnvVar
+	container corev1.Container
+	// configMaps are the rendered ConfigMaps' data by name, for env from
+	// configMapKeyRef.
+	configMaps map[string]map[string]string
 	// volumes maps each mount path to the files the volume holds (a
 	// ConfigMap's data); the certificate volume is empty: the fleet writes it.
 	volumes map[string]map[string][]byte
@@ -126,7 +128,16 @@ func renderedPodSpec(overlay string) (podSpec, error) {
 		return podSpec{}, err
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	spec := podSpec{namespace: d.Namespace, args: c.Args, env: c.Env, volumes: map[string]map[string][]byte{}}
+	spec := podSpec{namespace: d.Namespace, container: c, configMaps: map[string]map[string]string{}, volumes: map[string]map[string][]byte{}}
+	for _, u := range objs {
+		if u.GetKind() == "ConfigMap" {
+			var cm corev1.ConfigMap
+			if err := Find(objs, "ConfigMap", u.GetName(), &cm); err != nil {
+				return podSpec{}, err
+			}
+			spec.configMaps[cm.Name] = cm.Data
+		}
+	}
 	if p := c.ReadinessProbe; p != nil && p.HTTPGet != nil {
 		spec.probe = Probe{Path: p.HTTPGet.Path, Period: time.Duration(p.PeriodSeconds) * time.Second, FailureThreshold: int(p.FailureThreshold)}
 	} else {
@@ -184,7 +195,11 @@ func (f *Fleet) Start(ctx context.Context, extra ...string) (*Replica, error) {
 	name := fmt.Sprintf("svcguard-%d", f.started)
 	f.mu.Unlock()
 	root := filepath.Join(f.dir, name)
-	args, env := f.spec.args, []string{}
+	resolved, err := ContainerEnv(f.spec.container, f.spec.namespace, name, f.spec.configMaps)
+	if err != nil {
+		return nil, err
+	}
+	args, env := ExpandArgs(f.spec.container.Args, resolved), []string{}
 	for path, files := range f.spec.volumes {
 		for file, data := range files {
 			if err := os.MkdirAll(filepath.Join(root, path), 0o700); err != nil {
@@ -227,17 +242,8 @@ func (f *Fleet) Start(ctx context.Context, extra ...string) (*Replica, error) {
 	}
 	all = append(all, "--kubeconfig="+f.env.Kubeconfig, "--metrics-secure=false")
 	all = append(all, extra...)
-	for _, v := range f.spec.env {
-		switch {
-		case v.ValueFrom == nil:
-			env = append(env, v.Name+"="+v.Value)
-		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
-			env = append(env, v.Name+"="+f.spec.namespace)
-		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			env = append(env, v.Name+"="+name)
-		default:
-			return nil, fmt.Errorf("the harness cannot set env %s of the Deployment", v.Name)
-		}
+	for _, v := range resolved {
+		env = append(env, v.Name+"="+v.Value)
 	}
 	p, err := startProcess(f.binary, f.log, env, all...)
 	if err != nil {

@@ -19,8 +19,30 @@ import (
 // its audit sets.
 func GaugeValue(t testing.TB, name string, labelPairs ...string) float64 {
 	t.Helper()
+	m := series(t, name, labelPairs)
+	if m == nil {
+		return 0
+	}
+	if m.GetGauge() == nil {
+		t.Fatalf("%s is not a gauge", name)
+	}
+	return m.GetGauge().GetValue()
+}
+
+// HasSeries tells whether this process exports the series name with exactly
+// the given label pairs: a labelled gauge that only the leader sets is
+// absent elsewhere.
+func HasSeries(t testing.TB, name string, labelPairs ...string) bool {
+	t.Helper()
+	return series(t, name, labelPairs) != nil
+}
+
+// series finds the series name with exactly labelPairs in the process's
+// registry, or nil.
+func series(t testing.TB, name string, labelPairs []string) *dto.Metric {
+	t.Helper()
 	if len(labelPairs)%2 != 0 {
-		t.Fatalf("GaugeValue(%s): labels must come in name, value pairs: %q", name, labelPairs)
+		t.Fatalf("%s: labels must come in name, value pairs: %q", name, labelPairs)
 	}
 	families, err := crmetrics.Registry.Gather()
 	if err != nil {
@@ -40,13 +62,10 @@ func GaugeValue(t testing.TB, name string, labelPairs ...string) float64 {
 					continue series
 				}
 			}
-			if m.GetGauge() == nil {
-				t.Fatalf("%s is not a gauge", name)
-			}
-			return m.GetGauge().GetValue()
+			return m
 		}
 	}
-	return 0
+	return nil
 }
 
 func hasPair(pairs []string, name, value string) bool {

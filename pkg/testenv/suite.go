@@ -61,7 +61,7 @@ func (s *Suite) run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
-	if err := env.CheckMatchConditions(ctx); err != nil {
+	if err := env.CheckAdmissionEvaluation(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		code = 1
 	}

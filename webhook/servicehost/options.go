@@ -22,6 +22,9 @@ type Options struct {
 	RemediateMissedPods bool
 	// RemediationRate caps evictions per minute.
 	RemediationRate int
+	// InjectionPolicy names the MutatingAdmissionPolicy twin (and its
+	// binding) that the leader checks; empty: no twin is expected.
+	InjectionPolicy string
 }
 
 // NewOptions returns the webhook's options with their defaults.
@@ -39,6 +42,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		"Let the leader's audit evict Pods that missed the injection and that a ReplicaSet, StatefulSet or DaemonSet controls, so they come back injected (needs the pods/eviction RBAC of manifests/components/remediation).")
 	fs.IntVar(&o.RemediationRate, "remediation-rate", o.RemediationRate,
 		"Most evictions per minute of --remediate-missed-pods.")
+	fs.StringVar(&o.InjectionPolicy, "injection-policy", o.InjectionPolicy,
+		"Name of the MutatingAdmissionPolicy twin of this webhook and of its binding (manifests/components/policy sets it): the leader checks that both exist and read the values svcguard injects, and exports svcguard_injection_policy_active; empty: no twin expected.")
 }
 
 // Validate implements options.Component: the host must be something
@@ -58,6 +63,11 @@ func (o *Options) Validate() error {
 		}
 		if o.ServiceHost == "" {
 			return fmt.Errorf("--service-port=%q needs --service-host: the port is only injected with a host", o.ServicePort)
+		}
+	}
+	if o.InjectionPolicy != "" {
+		if errs := validation.IsDNS1123Subdomain(o.InjectionPolicy); len(errs) > 0 {
+			return fmt.Errorf("--injection-policy=%q is not a valid object name: %s", o.InjectionPolicy, errs[0])
 		}
 	}
 	if o.RemediationRate < 1 {

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -105,7 +104,8 @@ func TestFastPathMatchesTypedOnTheHandlerTables(t *testing.T) {
 			Kind: admissiontest.PodKind, Resource: admissiontest.PodResource, RawObject: []byte(s.obj)}
 		requests = append(requests, r)
 	}
-	for i, p := range corpus(rand.New(rand.NewPCG(1, 2)), 500) {
+	pods := append(fixtures.InjectionTable("team", fixtures.Label(OptOutLabel, OptOutValue)), corpus(rand.New(rand.NewPCG(1, 2)), 500)...)
+	for i, p := range pods {
 		requests = append(requests, podRequest(admissionv1.Create, "", p))
 		if i%5 == 0 {
 			old := p.DeepCopy()
@@ -129,59 +129,9 @@ func TestFastPathMatchesTypedOnTheHandlerTables(t *testing.T) {
 	}
 }
 
-// corpus generates n Pods with every env shape: no env, an empty one, plain
-// entries, entries that set either variable (by value or valueFrom), and
-// $(VAR) references before, between and after plain entries; in init
-// containers, native sidecars, containers and ephemeral containers; some
-// opted out.
+// corpus is fixtures.InjectionCorpus in namespace team, opted out by label.
 func corpus(r *rand.Rand, n int) []*corev1.Pod {
-	envShapes := []func() []corev1.EnvVar{
-		func() []corev1.EnvVar { return nil },
-		func() []corev1.EnvVar { return []corev1.EnvVar{} },
-		func() []corev1.EnvVar { return fixtures.Env("A", "1") },
-		func() []corev1.EnvVar { return fixtures.Env("A", "1", "B", "x&y<z>") },
-		func() []corev1.EnvVar { return fixtures.Env(HostVar, "owner") },
-		func() []corev1.EnvVar { return fixtures.Env(PortVar, "8443") },
-		func() []corev1.EnvVar {
-			return []corev1.EnvVar{{Name: HostVar, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}}
-		},
-		func() []corev1.EnvVar { return fixtures.Env("URL", "https://$(KUBERNETES_SERVICE_HOST)") },
-		func() []corev1.EnvVar { return fixtures.Env("A", "1", "URL", "h:$(KUBERNETES_SERVICE_PORT)", "B", "2") },
-		func() []corev1.EnvVar {
-			return fixtures.Env("A", "$$(KUBERNETES_SERVICE_HOST)", "B", "$(KUBERNETES_SERVICE_PORT")
-		},
-		func() []corev1.EnvVar {
-			return fixtures.Env("A", "1", "B", "2", "C", "$(KUBERNETES_SERVICE_HOST)$(KUBERNETES_SERVICE_PORT)")
-		},
-	}
-	env := func() []corev1.EnvVar { return envShapes[r.IntN(len(envShapes))]() }
-	pods := make([]*corev1.Pod, n)
-	for i := range pods {
-		var opts []fixtures.PodOption
-		for c := range r.IntN(6) {
-			opts = append(opts, fixtures.Container(fmt.Sprintf("c%d", c), "app", env()...))
-		}
-		for c := range r.IntN(3) {
-			if r.IntN(2) == 0 {
-				opts = append(opts, fixtures.InitContainer(fmt.Sprintf("i%d", c), "init", env()...))
-			} else {
-				opts = append(opts, fixtures.Sidecar(fmt.Sprintf("s%d", c), "proxy", env()...))
-			}
-		}
-		for c := range r.IntN(3) {
-			opts = append(opts, fixtures.EphemeralContainer(fmt.Sprintf("dbg%d", c), env()...))
-		}
-		if r.IntN(10) == 0 {
-			opts = append(opts, fixtures.Label(OptOutLabel, OptOutValue))
-		}
-		p := fixtures.Pod("team", fmt.Sprintf("p%d", i), opts...)
-		if r.IntN(4) == 0 {
-			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "limited", Image: "x", Resources: corev1.ResourceRequirements{
-				Limits: corev1.ResourceList{corev1.ResourceCPU: resourceQuantity(r)}}})
-		}
-		pods[i] = p
-	}
-	return pods
+	return fixtures.InjectionCorpus(r, n, "team", fixtures.Label(OptOutLabel, OptOutValue))
 }
 
 // TestReadPodRefusesWhatTheDecoderRefuses covers the errors the fast path
@@ -262,8 +212,4 @@ func TestReadPodRefusesAmbiguousDocumentsTheAPIServerNeverSends(t *testing.T) {
 			assert.Contains(t, resp.Result.Message, "no API server sends")
 		})
 	}
-}
-
-func resourceQuantity(r *rand.Rand) resource.Quantity {
-	return resource.MustParse(fmt.Sprintf("%dm", 100+r.IntN(900)))
 }

@@ -40,7 +40,7 @@ func Build(o *Options, deps component.Dependencies) (component.Built, error) {
 	if err != nil {
 		return component.Built{}, err
 	}
-	return component.Built{
+	built := component.Built{
 		Webhook: component.Webhook{
 			Name:     Name,
 			Path:     Path,
@@ -52,5 +52,13 @@ func Build(o *Options, deps component.Dependencies) (component.Built, error) {
 			},
 		},
 		Audit: audit,
-	}, nil
+	}
+	if o.InjectionPolicy != "" {
+		twin := &TwinCheck{
+			Name: o.InjectionPolicy, Injection: Injection{Host: o.ServiceHost, Port: o.ServicePort},
+			Client: deps.Client, Interval: deps.AuditInterval, Log: log.Log.WithName(Name + "-policy-twin"),
+		}
+		built.Checks, built.Notes = append(built.Checks, twin), append(built.Notes, twin.Note)
+	}
+	return built, nil
 }

@@ -1,0 +1,36 @@
+package servicehost
+
+import (
+	"testing"
+)
+
+func TestOptionsValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		// want is the error; empty: valid.
+		want string
+	}{
+		{"off", Options{RemediationRate: 10}, ""},
+		{"host and port", Options{ServiceHost: "10.0.0.1", ServicePort: "6443", RemediationRate: 10}, ""},
+		{"a DNS name", Options{ServiceHost: "api.example.com", RemediationRate: 10}, ""},
+		{"bracketed IPv6", Options{ServiceHost: "[fd00::1]", RemediationRate: 10}, `--service-host="[fd00::1]": give an IPv6 address without brackets (client-go adds them)`},
+		{"not a host", Options{ServiceHost: "not a host", RemediationRate: 10}, `--service-host="not a host" is neither an IP address nor a DNS name`},
+		{"port without host", Options{ServicePort: "6443", RemediationRate: 10}, `--service-port="6443" needs --service-host: the port is only injected with a host`},
+		{"no rate", Options{RemediationRate: 0}, "--remediation-rate=0 must be at least 1 eviction per minute"},
+		{"a twin", Options{ServiceHost: "10.0.0.1", InjectionPolicy: "svcguard-service-host", RemediationRate: 10}, ""},
+		{"a twin by an invalid name", Options{ServiceHost: "10.0.0.1", InjectionPolicy: "Svcguard_Twin", RemediationRate: 10},
+			`--injection-policy="Svcguard_Twin" is not a valid object name: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.opts.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("expected valid, got %v", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Errorf("expected error %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
