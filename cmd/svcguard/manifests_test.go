@@ -76,12 +76,8 @@ func shippedSettings(t *testing.T, overlay string) (*appsv1.Deployment, *options
 	deploy := find[appsv1.Deployment](t, objs, "Deployment", "svcguard")
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	require.NoError(t, os.WriteFile(config, []byte(testenv.ShippedConfig(t, testenv.DefaultOverlay)), 0o600))
-	configMaps := map[string]map[string]string{}
-	for _, u := range objs {
-		if u.GetKind() == "ConfigMap" {
-			configMaps[u.GetName()] = find[corev1.ConfigMap](t, objs, "ConfigMap", u.GetName()).Data
-		}
-	}
+	configMaps, err := testenv.ConfigMapsOf(objs)
+	require.NoError(t, err)
 	c := deploy.Spec.Template.Spec.Containers[0]
 	env, err := testenv.ContainerEnv(c, deploy.Namespace, "svcguard-0", configMaps)
 	require.NoError(t, err, "manifests/overlays/%s: the Deployment's env", overlay)

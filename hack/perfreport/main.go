@@ -166,7 +166,9 @@ func Tables(results []Result, cpu string) string {
 			continue
 		}
 		fmt.Fprintf(&b, "\n### %s\n\n%s (mean of 2 rounds, alternated).\n\n| admission | p50 ms | p99 ms | p50 added over none |\n|---|---|---|---|\n", api.title, api.what)
-		for _, way := range []string{"none", "svcguard", "policy"} {
+		// policy: the ValidatingAdmissionPolicy of Service updates; twin, twin-and-svcguard and
+		// apply-configuration: the mutating policies of Pod creates.
+		for _, way := range []string{"none", "svcguard", "policy", "twin", "twin-and-svcguard", "apply-configuration"} {
 			p50, ok := mean(results, api.bench+"/"+way+"/", "p50-ms")
 			if !ok {
 				continue

@@ -128,16 +128,11 @@ func renderedPodSpec(overlay string) (podSpec, error) {
 		return podSpec{}, err
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	spec := podSpec{namespace: d.Namespace, container: c, configMaps: map[string]map[string]string{}, volumes: map[string]map[string][]byte{}}
-	for _, u := range objs {
-		if u.GetKind() == "ConfigMap" {
-			var cm corev1.ConfigMap
-			if err := Find(objs, "ConfigMap", u.GetName(), &cm); err != nil {
-				return podSpec{}, err
-			}
-			spec.configMaps[cm.Name] = cm.Data
-		}
+	configMaps, err := ConfigMapsOf(objs)
+	if err != nil {
+		return podSpec{}, err
 	}
+	spec := podSpec{namespace: d.Namespace, container: c, configMaps: configMaps, volumes: map[string]map[string][]byte{}}
 	if p := c.ReadinessProbe; p != nil && p.HTTPGet != nil {
 		spec.probe = Probe{Path: p.HTTPGet.Path, Period: time.Duration(p.PeriodSeconds) * time.Second, FailureThreshold: int(p.FailureThreshold)}
 	} else {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // ContainerEnv resolves the env of container c as the kubelet does for a Pod
@@ -78,4 +79,21 @@ func ExpandArgs(args []string, env []corev1.EnvVar) []string {
 		out[i] = b.String()
 	}
 	return out
+}
+
+// ConfigMapsOf returns the data of every ConfigMap in objs by name: what
+// ContainerEnv resolves configMapKeyRef from.
+func ConfigMapsOf(objs []*unstructured.Unstructured) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	for _, u := range objs {
+		if u.GetKind() != "ConfigMap" {
+			continue
+		}
+		var cm corev1.ConfigMap
+		if err := Find(objs, "ConfigMap", u.GetName(), &cm); err != nil {
+			return nil, err
+		}
+		out[cm.Name] = cm.Data
+	}
+	return out, nil
 }

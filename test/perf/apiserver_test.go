@@ -58,11 +58,41 @@ func shippedWebhooks(kind string) func(b *testing.B) func() {
 	}
 }
 
-// injectionPolicy is a MutatingAdmissionPolicy that sets the variables in
-// every container that sets neither, as svcguard's webhook does (without
-// its insert position before $(VAR) references: what is measured here is
-// the cost of the hop, on Pods without references).
-func injectionPolicy(b *testing.B) func() {
+// policyTwin installs the shipped policy twin (manifests/components/policy,
+// a JSON patch policy) with the benchmark's values.
+func policyTwin(b *testing.B) func() {
+	ctx := context.Background()
+	objs := testenv.PolicyTwin(b, serviceHost, "6443")
+	must(b, testenv.Apply(ctx, env.Config, objs, false))
+	return func() {
+		must(b, env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: testenv.PolicyTwinName}}))
+		must(b, env.Client.Delete(ctx, &admissionregistrationv1.MutatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: testenv.PolicyTwinName}}))
+	}
+}
+
+// both installs each of ways and removes them in reverse.
+func both(ways ...func(b *testing.B) func()) func(b *testing.B) func() {
+	return func(b *testing.B) func() {
+		var removes []func()
+		for _, w := range ways {
+			removes = append(removes, w(b))
+		}
+		return func() {
+			for i := len(removes) - 1; i >= 0; i-- {
+				removes[i]()
+			}
+		}
+	}
+}
+
+// applyConfigurationPolicy is a MutatingAdmissionPolicy that sets the
+// variables in every container that sets neither with an apply
+// configuration, the other kind of patch a policy can make. It cannot keep
+// the twin's insert position before $(VAR) references (an apply
+// configuration merges env entries by name and appends new ones), so the
+// twin is a JSON patch; what is measured here is what the other kind costs,
+// on Pods without references.
+func applyConfigurationPolicy(b *testing.B) func() {
 	ctx := context.Background()
 	policy := &admissionregistrationv1.MutatingAdmissionPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "perf-service-host"},
@@ -171,13 +201,18 @@ func waitInjected(b *testing.B, ns string) {
 
 // BenchmarkAPIServerPodCreate creates 5-container Pods one after another
 // through the API server and reports the create latency with no admission,
-// with svcguard's webhook, and with a MutatingAdmissionPolicy doing the
-// same, alternated A B C A B C.
+// with svcguard's webhook, with its policy twin (a JSON patch policy), with
+// both as shipped (the webhook's matchConditions skip the call the twin made
+// needless), and with an apply-configuration policy doing the same,
+// alternated A B C D E, twice.
 func BenchmarkAPIServerPodCreate(b *testing.B) {
+	webhook := shippedWebhooks("MutatingWebhookConfiguration")
 	ways := []admission{
 		{"none", func(*testing.B) func() { return func() {} }},
-		{"svcguard", shippedWebhooks("MutatingWebhookConfiguration")},
-		{"policy", injectionPolicy},
+		{"svcguard", webhook},
+		{"twin", policyTwin},
+		{"twin-and-svcguard", both(policyTwin, webhook)},
+		{"apply-configuration", applyConfigurationPolicy},
 	}
 	const creates = 200
 	for round := 1; round <= 2; round++ {

@@ -150,8 +150,14 @@ func shippedBinary(t *testing.T, objs []*unstructured.Unstructured, extra ...str
 	require.NoError(t, os.WriteFile(config, []byte(testenv.ShippedConfig(t, "monitoring")), 0o600))
 	sa := env.ServiceAccountConfig(t, namespace, deploy.Spec.Template.Spec.ServiceAccountName)
 
+	// The args as the kubelet expands them: $(VAR) from the env, which reads the ConfigMap's keys.
+	configMaps, err := testenv.ConfigMapsOf(objs)
+	require.NoError(t, err)
+	c := deploy.Spec.Template.Spec.Containers[0]
+	resolved, err := testenv.ContainerEnv(c, namespace, "svcguard-0", configMaps)
+	require.NoError(t, err)
 	var args []string
-	for _, a := range deploy.Spec.Template.Spec.Containers[0].Args {
+	for _, a := range testenv.ExpandArgs(c.Args, resolved) {
 		name, _, _ := strings.Cut(a, "=")
 		switch name {
 		case "--config":

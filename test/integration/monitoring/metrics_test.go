@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
@@ -270,6 +271,20 @@ func causeAdmissionMetrics(t *testing.T) {
 		return err != nil && strings.Contains(err.Error(), "failed calling webhook")
 	}, 30*time.Second, 200*time.Millisecond, "the API server never failed closed on %s", failClosedWebhook)
 
+	// The policy twin, evaluated once: apiserver_mutating_admission_policy_check_total gets its series.
+	twin := testenv.PolicyTwin(t, "203.0.113.99", "6443")
+	require.NoError(t, testenv.Apply(ctx, env.Config, twin, false))
+	t.Cleanup(func() {
+		_ = env.Client.Delete(context.Background(), &admissionregistrationv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: testenv.PolicyTwinName}})
+	})
+	require.Eventually(t, func() bool {
+		probe := fixtures.Pod(ns, "probe", fixtures.Container("app", "nginx"))
+		if err := env.Client.Create(ctx, probe, client.DryRunAll); err != nil {
+			return false
+		}
+		return hasPolicySeries(apiServerMetrics(t), "apiserver_mutating_admission_policy_check_total", testenv.PolicyTwinName)
+	}, 30*time.Second, 200*time.Millisecond, "the API server never evaluated the policy twin")
+
 	families := apiServerMetrics(t)
 	for _, name := range []string{"service-host.svcguard.io", "node-port-guard.svcguard.io"} {
 		assert.True(t, hasSeries(families, "apiserver_admission_webhook_request_total", name), "the API server counted no call to %s", name)
@@ -277,6 +292,24 @@ func causeAdmissionMetrics(t *testing.T) {
 	}
 	assert.True(t, hasSeries(families, "apiserver_admission_webhook_rejection_count", "node-port-guard.svcguard.io"), "the API server counted no denial")
 	assert.True(t, hasSeries(families, "apiserver_admission_webhook_rejection_count", failClosedWebhook), "the API server counted no failed call under Fail")
+}
+
+// hasPolicySeries tells whether family has a series of the admission
+// policy named policy.
+func hasPolicySeries(families []*dto.MetricFamily, family, policy string) bool {
+	for _, f := range families {
+		if f.GetName() != family {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "policy" && l.GetValue() == policy {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // unreachableWebhook calls https://addr/ (where nothing listens) for CREATE
