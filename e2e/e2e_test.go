@@ -328,6 +328,7 @@ func TestDemoShowsAnInjectedPodAndStopsCleanlyOnCtrlC(t *testing.T) {
 	for _, want := range []string{
 		"container migrate  KUBERNETES_SERVICE_HOST=192.0.2.10",
 		"container app      KUBERNETES_SERVICE_PORT=6443",
+		"With no svcguard replica answering, the API server stored Pod demo/during-outage with these variables",
 	} {
 		assert.Contains(t, stdout.String(), want)
 	}
@@ -340,6 +341,8 @@ func TestDemoShowsAnInjectedPodAndStopsCleanlyOnCtrlC(t *testing.T) {
 	}
 	assert.NoError(t, err, "the demo must exit 0 after one Ctrl-C; stderr:\n%s", &stderr)
 	assert.Empty(t, stderr.String(), "no error line after Ctrl-C")
+	outage := stdout.String()[strings.Index(stdout.String(), "during-outage"):]
+	assert.Contains(t, outage, "container app      KUBERNETES_SERVICE_HOST=192.0.2.10", "the twin injects while svcguard is stopped")
 	assert.Contains(t, stdout.String(), "Stopping svcguard (SIGTERM)")
 	assert.Contains(t, stdout.String(), "Stopping the control plane and removing temporary files")
 }

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
 	"github.com/svcguard/svcguard/pkg/testenv"
@@ -61,7 +63,8 @@ func run(binary, host, port string, once bool) error {
 
 	step(fmt.Sprintf("Starting %s --service-host=%s --service-port=%s (logs: %s)", binary, host, port, logPath))
 	// Nothing routes to the demo replica through a Service, so it has no connections to drain.
-	proc, err := env.StartBinary(ctx, binary, logFile, "--service-host="+host, "--service-port="+port, "--zap-devel", "--shutdown-drain=0s")
+	args := []string{"--service-host=" + host, "--service-port=" + port, "--zap-devel", "--shutdown-drain=0s"}
+	proc, err := env.StartBinary(ctx, binary, logFile, args...)
 	if err != nil {
 		return err
 	}
@@ -82,11 +85,37 @@ func run(binary, host, port string, once bool) error {
 		return fmt.Errorf("creating the Pod: %w", err)
 	}
 	fmt.Println("\nThe API server stored the Pod with these variables:")
-	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
-		for _, e := range c.Env {
-			fmt.Printf("  container %-8s %s=%s\n", c.Name, e.Name, e.Value)
-		}
+	printEnv(pod)
+
+	step("Installing the policy twin of manifests/components/policy and stopping svcguard: a total outage")
+	twin, err := testenv.PolicyTwinObjects(host, port)
+	if err != nil {
+		return err
 	}
+	if err := testenv.Apply(ctx, env.Config, twin, false); err != nil {
+		return err
+	}
+	if code, err := proc.Terminate(30 * time.Second); err != nil || code != 0 {
+		return fmt.Errorf("stopping svcguard: exit %d (%v)", code, err)
+	}
+	// The API server takes a moment to load a new policy: wait until a dry run comes back injected.
+	if err := waitForTwin(ctx, env); err != nil {
+		return err
+	}
+	outage := fixtures.Pod("demo", "during-outage", fixtures.Container("app", "nginx"))
+	if err := env.Client.Create(ctx, outage); err != nil {
+		return fmt.Errorf("creating the Pod: %w", err)
+	}
+	fmt.Println("\nWith no svcguard replica answering, the API server stored Pod demo/during-outage with these variables")
+	fmt.Println("(set by the policy twin inside the API server):")
+	printEnv(outage)
+
+	step("Starting svcguard again")
+	restarted, err := env.StartBinary(ctx, binary, logFile, args...)
+	if err != nil {
+		return err
+	}
+	proc = restarted
 	if once {
 		return nil
 	}
@@ -102,6 +131,33 @@ Press Ctrl-C to stop and clean up.
 	<-ctx.Done()
 	fmt.Println()
 	return nil
+}
+
+// printEnv prints the env of every init and regular container of pod.
+func printEnv(pod *corev1.Pod) {
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		for _, e := range c.Env {
+			fmt.Printf("  container %-8s %s=%s\n", c.Name, e.Name, e.Value)
+		}
+	}
+}
+
+// waitForTwin waits until a dry-run Pod comes back with the variables.
+func waitForTwin(ctx context.Context, env *testenv.Environment) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		probe := fixtures.Pod("demo", "probe", fixtures.Container("app", "nginx"))
+		if err := env.Client.Create(ctx, probe, client.DryRunAll); err != nil {
+			return err
+		}
+		if len(probe.Spec.Containers[0].Env) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the policy twin did not take effect within 30 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func step(msg string) {
