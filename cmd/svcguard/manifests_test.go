@@ -72,12 +72,30 @@ func find[T any, P interface {
 // from its ConfigMap, with the binary's own flag set.
 func shippedSettings(t *testing.T, overlay string) (*appsv1.Deployment, *options.Server, *servicehost.Options, *nodeport.Options) {
 	t.Helper()
-	objs := overlayObjects(t, overlay)
+	return settingsFrom(t, overlay, overlayObjects(t, overlay))
+}
+
+// settingsOf is the service-host settings of settingsFrom.
+func settingsOf(t *testing.T, overlay string, objs []*unstructured.Unstructured) *servicehost.Options {
+	t.Helper()
+	_, _, host, _ := settingsFrom(t, overlay, objs)
+	return host
+}
+
+// settingsFrom parses the Deployment's args in objs (rendered from overlay)
+// as the kubelet expands them, with config.yaml from its ConfigMap, with
+// the binary's own flag set.
+func settingsFrom(t *testing.T, overlay string, objs []*unstructured.Unstructured) (*appsv1.Deployment, *options.Server, *servicehost.Options, *nodeport.Options) {
+	t.Helper()
 	deploy := find[appsv1.Deployment](t, objs, "Deployment", "svcguard")
-	config := filepath.Join(t.TempDir(), "config.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(testenv.ShippedConfig(t, testenv.DefaultOverlay)), 0o600))
 	configMaps, err := testenv.ConfigMapsOf(objs)
 	require.NoError(t, err)
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	for name, data := range configMaps {
+		if strings.HasPrefix(name, "svcguard-config-") {
+			require.NoError(t, os.WriteFile(config, []byte(data["config.yaml"]), 0o600))
+		}
+	}
 	c := deploy.Spec.Template.Spec.Containers[0]
 	env, err := testenv.ContainerEnv(c, deploy.Namespace, "svcguard-0", configMaps)
 	require.NoError(t, err, "manifests/overlays/%s: the Deployment's env", overlay)

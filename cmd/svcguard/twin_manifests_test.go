@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 
+	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/testenv"
+	"github.com/svcguard/svcguard/webhook/nodeport"
 	"github.com/svcguard/svcguard/webhook/servicehost"
+	"github.com/svcguard/svcguard/webhook/servicepath"
 )
 
 // TestManifestPolicyTwinDecidesForTheSamePodsAsTheWebhook proves the twin
@@ -34,53 +39,58 @@ func TestManifestPolicyTwinDecidesForTheSamePodsAsTheWebhook(t *testing.T) {
 	assert.Equal(t, admissionregistrationv1.Ignore, *policy.Spec.FailurePolicy, "a twin that cannot run never blocks a deploy")
 	assert.Equal(t, admissionregistrationv1.IfNeededReinvocationPolicy, policy.Spec.ReinvocationPolicy,
 		"the twin runs again after a webhook adds a container")
-	assert.Equal(t, &admissionregistrationv1.ParamKind{APIVersion: "v1", Kind: "ConfigMap"}, policy.Spec.ParamKind)
+	assert.Nil(t, policy.Spec.ParamKind, "the twin carries its values as literals: params go stale in kube-apiserver v1.37 (test/integration/policy)")
 	require.Len(t, hook.MatchConditions, 1, "the webhook is called only when a container lacks the variables")
 }
 
-// TestManifestPolicyTwinReadsWhatTheDeploymentInjects proves one
-// configuration: the ConfigMap the binding names and the keys the
-// Deployment's --service-host and --service-port come from are written from
-// the same file, and the Deployment tells the leader which twin to check.
-func TestManifestPolicyTwinReadsWhatTheDeploymentInjects(t *testing.T) {
-	for _, overlay := range overlays {
-		t.Run(overlay, func(t *testing.T) {
-			objs := overlayObjects(t, overlay)
-			deploy, _, host, _ := shippedSettings(t, overlay)
-			var params *corev1.ConfigMap
-			for _, u := range objs {
-				if u.GetKind() == "ConfigMap" && u.GetName() == testenv.PolicyTwinParams {
-					params = find[corev1.ConfigMap](t, objs, "ConfigMap", u.GetName())
+// TestManifestPolicyTwinInjectsWhatTheDeploymentInjects proves one
+// configuration: with injection.env edited as the README says, every install
+// renders the twin with the values the Deployment passes as --service-host
+// and --service-port, so that the leader's own check (JudgeTwin) finds the
+// twin active; and the Deployment tells the leader which twin to check.
+func TestManifestPolicyTwinInjectsWhatTheDeploymentInjects(t *testing.T) {
+	for _, env := range []struct{ file, host, port string }{
+		{"service-host=10.0.0.1\nservice-port=6443\n", "10.0.0.1", "6443"},
+		{"# a comment\nservice-host=api.example.com\nservice-port=\n", "api.example.com", ""},
+	} {
+		for _, overlay := range overlays {
+			t.Run(overlay+"/"+env.host, func(t *testing.T) {
+				extra := byoFiles(t)
+				if overlay != "bring-your-own-cert" {
+					extra = map[string][]byte{}
 				}
-			}
-			require.NotNil(t, params, "every install carries the ConfigMap %s", testenv.PolicyTwinParams)
-			assert.Equal(t, map[string]string{servicehost.HostKey: host.ServiceHost, servicehost.PortKey: host.ServicePort}, params.Data,
-				"the twin's params must be what the Deployment injects")
+				extra["../../base/injection.env"] = []byte(env.file)
+				objs, err := testenv.Render("manifests/overlays/"+overlay, extra)
+				require.NoError(t, err)
+				host := settingsOf(t, overlay, objs)
+				assert.Equal(t, env.host, host.ServiceHost, "--service-host from injection.env")
+				assert.Equal(t, env.port, host.ServicePort, "--service-port from injection.env")
 
-			var bindings []*admissionregistrationv1.MutatingAdmissionPolicyBinding
-			for _, u := range objs {
-				if u.GetKind() == "MutatingAdmissionPolicyBinding" {
-					bindings = append(bindings, find[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, objs, u.GetKind(), u.GetName()))
+				var twin servicehost.TwinObjects
+				for _, u := range objs {
+					switch u.GetKind() {
+					case "MutatingAdmissionPolicy":
+						twin.Policy = find[admissionregistrationv1.MutatingAdmissionPolicy](t, objs, u.GetKind(), u.GetName())
+					case "MutatingAdmissionPolicyBinding":
+						twin.Binding = find[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, objs, u.GetKind(), u.GetName())
+					}
 				}
-			}
-			if overlay == "webhook-only" {
-				assert.Empty(t, bindings, "webhook-only installs no twin")
-				assert.Empty(t, host.InjectionPolicy, "webhook-only expects no twin")
-				return
-			}
-			require.Len(t, bindings, 1)
-			b := bindings[0]
-			assert.Equal(t, testenv.PolicyTwinName, b.Spec.PolicyName)
-			assert.Equal(t, &admissionregistrationv1.ParamRef{Name: params.Name, Namespace: deploy.Namespace,
-				ParameterNotFoundAction: ptrTo(admissionregistrationv1.AllowAction)}, b.Spec.ParamRef)
-			assert.Equal(t, testenv.PolicyTwinName, host.InjectionPolicy, "the leader checks the twin the overlay installs")
-		})
+				if overlay == "webhook-only" {
+					assert.Nil(t, twin.Policy, "webhook-only installs no twin")
+					assert.Empty(t, host.InjectionPolicy, "webhook-only expects no twin")
+					return
+				}
+				assert.Equal(t, testenv.PolicyTwinName, host.InjectionPolicy, "the leader checks the twin the overlay installs")
+				state := servicehost.JudgeTwin(host.InjectionPolicy, twin, servicehost.Injection{Host: host.ServiceHost, Port: host.ServicePort})
+				assert.True(t, state.Active, "the leader would find the shipped twin inactive: %s", state.Reason)
+			})
+		}
 	}
 }
 
 // TestManifestSvcguardOnlyReadsItsTwin proves the RBAC of components/policy:
-// get on the twin's two objects and its ConfigMap, by name, nothing else,
-// and no write on any admission policy anywhere.
+// get on the twin's two objects, by name, nothing else, and no write on any
+// admission policy anywhere.
 func TestManifestSvcguardOnlyReadsItsTwin(t *testing.T) {
 	objs := testenv.Rendered(t, testenv.DefaultOverlay)
 	reader := find[rbacv1.ClusterRole](t, objs, "ClusterRole", "svcguard-injection-policy-reader")
@@ -88,10 +98,6 @@ func TestManifestSvcguardOnlyReadsItsTwin(t *testing.T) {
 		APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingadmissionpolicies", "mutatingadmissionpolicybindings"},
 		ResourceNames: []string{testenv.PolicyTwinName}, Verbs: []string{"get"},
 	}}, reader.Rules)
-	params := find[rbacv1.Role](t, objs, "Role", "svcguard-injection-policy-params")
-	assert.Equal(t, "svcguard", params.Namespace)
-	assert.Equal(t, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"},
-		ResourceNames: []string{testenv.PolicyTwinParams}, Verbs: []string{"get"}}}, params.Rules)
 	for _, u := range objs {
 		if u.GetKind() != "ClusterRole" && u.GetKind() != "Role" {
 			continue
@@ -104,4 +110,18 @@ func TestManifestSvcguardOnlyReadsItsTwin(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestConfigYAMLOfTheOldLayoutIsRefused proves the upgrade path: a
+// config.yaml that still sets service-host (where it lived before the twin)
+// would lose to the Deployment's --service-host=$(...) and turn the
+// injection off without a word, so the binary refuses it and says where
+// the value belongs.
+func TestConfigYAMLOfTheOldLayoutIsRefused(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(testenv.ShippedConfig(t, testenv.DefaultOverlay)+"service-host: \"10.0.0.1\"\n"), 0o600))
+	err := parse([]string{"--config=" + config, "--service-host="}, &bytes.Buffer{},
+		options.NewServer(), servicehost.NewOptions(), nodeport.NewOptions(), servicepath.NewOptions())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `"service-host" cannot be set in the config file: it is a key of its own in svcguard's ConfigMap, written from manifests/base/injection.env`)
 }

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -33,6 +34,14 @@ type Component interface {
 	// Validate reports, after parsing, a setting that cannot work; the error
 	// names the flag and the value.
 	Validate() error
+}
+
+// CommandLineOnly is implemented by a Component some of whose flags must
+// not come from the config file: it maps each such flag to where the
+// setting belongs instead. A config file that sets one is refused, naming
+// that place, rather than silently losing to the command line.
+type CommandLineOnly interface {
+	CommandLineOnly() map[string]string
 }
 
 // Server holds the settings of the machinery that every webhook shares.
@@ -264,7 +273,13 @@ func Parse(name string, args []string, stdout io.Writer, components ...Component
 	fromFile := map[string]int{}
 	if configPath != "" {
 		var err error
-		if fromFile, err = applyConfigFile(fs, configPath); err != nil {
+		elsewhere := map[string]string{}
+		for _, c := range components {
+			if only, ok := c.(CommandLineOnly); ok {
+				maps.Copy(elsewhere, only.CommandLineOnly())
+			}
+		}
+		if fromFile, err = applyConfigFile(fs, configPath, elsewhere); err != nil {
 			return err
 		}
 	}
@@ -289,7 +304,7 @@ func inConfigFile(err error, path string, fromFile map[string]int) error {
 
 // applyConfigFile sets every flag named in the YAML file at path that the
 // command line did not set, and returns the line that set each.
-func applyConfigFile(fs *flag.FlagSet, path string) (map[string]int, error) {
+func applyConfigFile(fs *flag.FlagSet, path string, elsewhere map[string]string) (map[string]int, error) {
 	set := map[string]int{}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -316,6 +331,9 @@ func applyConfigFile(fs *flag.FlagSet, path string) (map[string]int, error) {
 		}
 		if fs.Lookup(key.Value) == nil {
 			return nil, fmt.Errorf("config file %s line %d: unknown setting %q (keys are flag names, see --help)", path, key.Line, key.Value)
+		}
+		if where, ok := elsewhere[key.Value]; ok {
+			return nil, fmt.Errorf("config file %s line %d: %q cannot be set in the config file: %s", path, key.Line, key.Value, where)
 		}
 		if onCommandLine[key.Value] {
 			continue

@@ -57,6 +57,25 @@ func TestConfigFileSetsFlagsAndCommandLineWins(t *testing.T) {
 	assert.Equal(t, listFlag{"a", "b"}, c.items, "a list sets a repeatable flag once per element")
 }
 
+// pinnedComponent's flag "pinned" may only come from the command line.
+type pinnedComponent struct{ value string }
+
+func (p *pinnedComponent) AddFlags(fs *flag.FlagSet) { fs.StringVar(&p.value, "pinned", "", "pinned") }
+func (p *pinnedComponent) Validate() error           { return nil }
+func (p *pinnedComponent) CommandLineOnly() map[string]string {
+	return map[string]string{"pinned": "set it in the place it belongs"}
+}
+
+func TestConfigFileCannotSetACommandLineOnlyFlag(t *testing.T) {
+	path := writeConfig(t, "audit-interval: 1m\npinned: x\n")
+	p := &pinnedComponent{}
+	err := Parse("svcguard", []string{"--config", path, "--pinned="}, &bytes.Buffer{}, NewServer(), p)
+	require.Error(t, err, "a config file that sets a command-line-only flag must be refused, not lose silently")
+	assert.Equal(t, "config file "+path+` line 2: "pinned" cannot be set in the config file: set it in the place it belongs`, err.Error())
+	require.NoError(t, Parse("svcguard", []string{"--pinned=y"}, &bytes.Buffer{}, NewServer(), p))
+	assert.Equal(t, "y", p.value, "the command line still sets it")
+}
+
 func TestParseErrorsAreOneLineNamingTheProblem(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -10,9 +12,6 @@ import (
 // PolicyTwinName is the name of the MutatingAdmissionPolicy and its
 // binding in manifests/components/policy.
 const PolicyTwinName = "svcguard-service-host"
-
-// PolicyTwinParams is the ConfigMap the twin's binding names.
-const PolicyTwinParams = "svcguard-injection"
 
 // PolicyTwin returns the objects of manifests/components/policy as the
 // default overlay renders them (PolicyTwinObjects), or fails t.
@@ -27,10 +26,10 @@ func PolicyTwin(t testing.TB, host, port string) []*unstructured.Unstructured {
 
 // PolicyTwinObjects returns the objects of manifests/components/policy as
 // the default overlay renders them (the policy, its binding, their RBAC and
-// ServiceAccount, svcguard's Namespace), with its params ConfigMap holding
-// host and port as injection.env would: what the suites and the demo apply
-// (Apply) to install the twin beside the webhook. The binding comes last,
-// so that a suite can apply all but it.
+// ServiceAccount, svcguard's Namespace), with the policy injecting host and
+// port, as kustomize writes them from injection.env: what the suites and the
+// demo apply (Apply) to install the twin beside the webhook. The binding
+// comes last, so that a suite can apply all but it.
 func PolicyTwinObjects(host, port string) ([]*unstructured.Unstructured, error) {
 	rendered, err := renderedOverlay(DefaultOverlay)
 	if err != nil {
@@ -42,21 +41,42 @@ func PolicyTwinObjects(host, port string) ([]*unstructured.Unstructured, error) 
 		switch {
 		case kind == "MutatingAdmissionPolicyBinding":
 			binding = append(binding, u)
-		case kind == "MutatingAdmissionPolicy", kind == "Namespace", kind == "ServiceAccount",
-			(kind == "ClusterRole" || kind == "ClusterRoleBinding") && name == "svcguard-injection-policy-reader",
-			(kind == "Role" || kind == "RoleBinding") && name == "svcguard-injection-policy-params":
-			objs = append(objs, u)
-		case kind == "ConfigMap" && name == PolicyTwinParams:
-			data := map[string]string{"service-host": host, "service-port": port}
-			if err := unstructured.SetNestedStringMap(u.Object, data, "data"); err != nil {
+		case kind == "MutatingAdmissionPolicy":
+			if err := setStringVariables(u, map[string]string{"serviceHost": host, "servicePort": port}); err != nil {
 				return nil, err
 			}
 			objs = append(objs, u)
+		case kind == "Namespace", kind == "ServiceAccount",
+			(kind == "ClusterRole" || kind == "ClusterRoleBinding") && name == "svcguard-injection-policy-reader":
+			objs = append(objs, u)
 		}
 	}
-	if len(objs) != 8 || len(binding) != 1 {
-		return nil, fmt.Errorf("manifests/overlays/%s: expected the policy twin's 9 objects (components/policy and ConfigMap %s), found %d",
-			DefaultOverlay, PolicyTwinParams, len(objs)+len(binding))
+	if len(objs) != 5 || len(binding) != 1 {
+		return nil, fmt.Errorf("manifests/overlays/%s: expected the policy twin's 6 objects (components/policy), found %d", DefaultOverlay, len(objs)+len(binding))
 	}
 	return append(objs, binding...), nil
+}
+
+// setStringVariables sets the policy's variables named in values to those
+// values as CEL string literals, as the component's replacements do.
+func setStringVariables(policy *unstructured.Unstructured, values map[string]string) error {
+	variables, _, err := unstructured.NestedSlice(policy.Object, "spec", "variables")
+	if err != nil {
+		return err
+	}
+	set := 0
+	for _, v := range variables {
+		m, ok := v.(map[string]any)
+		if !ok {
+			continue
+		}
+		if value, ok := values[fmt.Sprint(m["name"])]; ok {
+			m["expression"] = "'" + value + "'"
+			set++
+		}
+	}
+	if set != len(values) {
+		return fmt.Errorf("MutatingAdmissionPolicy %s: expected the variables %v, found %d of them", policy.GetName(), slices.Sorted(maps.Keys(values)), set)
+	}
+	return unstructured.SetNestedSlice(policy.Object, variables, "spec", "variables")
 }

@@ -3,7 +3,7 @@ package servicehost
 import (
 	"flag"
 	"fmt"
-	"net"
+	"net/netip"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -43,7 +43,17 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.RemediationRate, "remediation-rate", o.RemediationRate,
 		"Most evictions per minute of --remediate-missed-pods.")
 	fs.StringVar(&o.InjectionPolicy, "injection-policy", o.InjectionPolicy,
-		"Name of the MutatingAdmissionPolicy twin of this webhook and of its binding (manifests/components/policy sets it): the leader checks that both exist and read the values svcguard injects, and exports svcguard_injection_policy_active; empty: no twin expected.")
+		"Name of the MutatingAdmissionPolicy twin of this webhook and of its binding (manifests/components/policy sets it): the leader checks that both exist, that the binding is not narrowed and that the policy injects the values svcguard injects, and exports svcguard_injection_policy_active; empty, or without --service-host: no twin expected.")
+}
+
+// CommandLineOnly implements options.CommandLineOnly: what is injected
+// comes from the ConfigMap's own keys, which the Deployment passes on the
+// command line and the policy twin reads too. A value left in config.yaml
+// (where it lived before the twin) would silently lose to the command line
+// and turn the injection off, so it is refused instead.
+func (o *Options) CommandLineOnly() map[string]string {
+	const where = "it is a key of its own in svcguard's ConfigMap, written from manifests/base/injection.env, which the Deployment passes as a flag and kustomize writes into the policy twin; move it there"
+	return map[string]string{"service-host": where, "service-port": where}
 }
 
 // Validate implements options.Component: the host must be something
@@ -53,12 +63,20 @@ func (o *Options) Validate() error {
 		if strings.HasPrefix(o.ServiceHost, "[") {
 			return fmt.Errorf("--service-host=%q: give an IPv6 address without brackets (client-go adds them)", o.ServiceHost)
 		}
-		if net.ParseIP(o.ServiceHost) == nil && len(validation.IsDNS1123Subdomain(o.ServiceHost)) > 0 {
+		// The same rule as the policy twin's matchCondition (CEL's isIP and a DNS-1123 subdomain), so
+		// that a value one injector refuses is refused by both.
+		addr, err := netip.ParseAddr(o.ServiceHost)
+		switch {
+		case err == nil && addr.Is4In6():
+			return fmt.Errorf("--service-host=%q is an IPv4-mapped IPv6 address: give the IPv4 address %s", o.ServiceHost, addr.Unmap())
+		case err == nil && addr.Zone() != "":
+			return fmt.Errorf("--service-host=%q has a zone, which no Pod can use", o.ServiceHost)
+		case err != nil && len(validation.IsDNS1123Subdomain(o.ServiceHost)) > 0:
 			return fmt.Errorf("--service-host=%q is neither an IP address nor a DNS name", o.ServiceHost)
 		}
 	}
 	if o.ServicePort != "" {
-		if p, err := options.ParsePort(o.ServicePort); err != nil || p == 0 {
+		if p, err := options.ParsePort(o.ServicePort); err != nil || p == 0 || !allDigits(o.ServicePort, 5) {
 			return fmt.Errorf("--service-port=%q is not a port from 1 to 65535", o.ServicePort)
 		}
 		if o.ServiceHost == "" {
@@ -74,4 +92,18 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--remediation-rate=%d must be at least 1 eviction per minute", o.RemediationRate)
 	}
 	return nil
+}
+
+// allDigits tells whether s is 1 to most decimal digits: a port as the
+// policy twin accepts it (no sign, no spaces).
+func allDigits(s string, most int) bool {
+	if len(s) == 0 || len(s) > most {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }

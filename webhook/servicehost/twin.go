@@ -3,12 +3,12 @@ package servicehost
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -17,21 +17,20 @@ import (
 	"github.com/svcguard/svcguard/pkg/metrics"
 )
 
-// The ConfigMap keys the policy twin reads its values from (its params):
-// the flags --service-host and --service-port, which the Deployment takes
-// from the same keys.
+// The names of the policy twin's variables that hold what it injects, each
+// a CEL string literal that kustomize writes from the same file as
+// --service-host and --service-port.
 const (
-	HostKey = "service-host"
-	PortKey = "service-port"
+	HostVariable = "serviceHost"
+	PortVariable = "servicePort"
 )
 
 // TwinObjects are what the leader reads to judge the policy twin: the
-// MutatingAdmissionPolicy, its binding (of the same name), and the
-// ConfigMap the binding names. A nil field was not found.
+// MutatingAdmissionPolicy and its binding (of the same name). A nil field
+// was not found.
 type TwinObjects struct {
 	Policy  *admissionregistrationv1.MutatingAdmissionPolicy
 	Binding *admissionregistrationv1.MutatingAdmissionPolicyBinding
-	Params  *corev1.ConfigMap
 }
 
 // TwinState is the verdict on the policy twin.
@@ -51,41 +50,68 @@ type TwinState struct {
 // errors): an expression that fails shows only when the API server
 // evaluates it, in its metric apiserver_mutating_admission_policy_check_total
 // (alert SvcguardInjectionPolicyErrors). What JudgeTwin checks is that the
-// twin is there and reads the same values as the webhook.
+// twin is there, bound to every Pod, and injects the same values as the
+// webhook.
 func JudgeTwin(name string, objs TwinObjects, in Injection) TwinState {
 	inactive := func(format string, args ...any) TwinState {
 		return TwinState{Reason: fmt.Sprintf(format, args...)}
 	}
-	p, b, cm := objs.Policy, objs.Binding, objs.Params
+	p, b := objs.Policy, objs.Binding
 	switch {
 	case p == nil:
 		return inactive("MutatingAdmissionPolicy %s not found: install manifests/components/policy (the default overlay includes it)", name)
-	case p.Spec.ParamKind == nil || p.Spec.ParamKind.APIVersion != "v1" || p.Spec.ParamKind.Kind != "ConfigMap":
-		return inactive("MutatingAdmissionPolicy %s does not take a v1 ConfigMap as its params: apply manifests/components/policy again", name)
 	case b == nil:
 		return inactive("MutatingAdmissionPolicyBinding %s not found, so the policy applies to nothing: install manifests/components/policy", name)
 	case b.Spec.PolicyName != name:
 		return inactive("MutatingAdmissionPolicyBinding %s binds policy %q, not %q: apply manifests/components/policy again", name, b.Spec.PolicyName, name)
-	case b.Spec.MatchResources != nil && (b.Spec.MatchResources.NamespaceSelector != nil || b.Spec.MatchResources.ObjectSelector != nil ||
-		len(b.Spec.MatchResources.ResourceRules) > 0 || len(b.Spec.MatchResources.ExcludeResourceRules) > 0):
+	case narrows(b.Spec.MatchResources):
 		return inactive("MutatingAdmissionPolicyBinding %s narrows the policy with matchResources, so it skips Pods the webhook injects: remove them", name)
-	case b.Spec.ParamRef == nil || b.Spec.ParamRef.Name == "":
-		return inactive("MutatingAdmissionPolicyBinding %s names no ConfigMap in paramRef.name: apply manifests/components/policy again", name)
-	case cm == nil:
-		return inactive("ConfigMap %s/%s, which binding %s reads its values from, does not exist: apply the manifests again",
-			b.Spec.ParamRef.Namespace, b.Spec.ParamRef.Name, name)
 	}
-	for _, kv := range []struct{ key, want string }{{HostKey, in.Host}, {PortKey, in.Port}} {
-		if got := cm.Data[kv.key]; got != kv.want {
-			return inactive("ConfigMap %s/%s, which binding %s reads, has %s %q but svcguard injects %q: the two injectors disagree; set both from one ConfigMap (apply the manifests again)",
-				cm.Namespace, cm.Name, name, kv.key, got, kv.want)
+	for _, v := range []struct{ variable, flag, want string }{{HostVariable, "--service-host", in.Host}, {PortVariable, "--service-port", in.Port}} {
+		got, ok := stringVariable(p, v.variable)
+		switch {
+		case !ok:
+			return inactive("MutatingAdmissionPolicy %s has no variable %s holding a string literal: apply manifests/components/policy again", name, v.variable)
+		case got != v.want:
+			return inactive("MutatingAdmissionPolicy %s injects %s %q but svcguard injects %q (%s): the two injectors disagree, and the policy runs first; "+
+				"apply the manifests again, which write both from manifests/base/injection.env", name, v.variable, got, v.want, v.flag)
 		}
 	}
 	return TwinState{Active: true}
 }
 
+// stringVariable returns the value of the policy's variable name when its
+// expression is a single-quoted CEL string literal without escapes, as
+// kustomize writes it.
+func stringVariable(p *admissionregistrationv1.MutatingAdmissionPolicy, name string) (string, bool) {
+	for _, v := range p.Spec.Variables {
+		if v.Name != name {
+			continue
+		}
+		e := strings.TrimSpace(v.Expression)
+		if len(e) < 2 || e[0] != '\'' || e[len(e)-1] != '\'' || strings.ContainsAny(e[1:len(e)-1], "'\\") {
+			return "", false
+		}
+		return e[1 : len(e)-1], true
+	}
+	return "", false
+}
+
+// narrows tells whether a binding's matchResources restrict the policy: any
+// rule, or a selector with a term. The API server defaults an empty
+// matchResources to selectors without terms, which match everything.
+func narrows(mr *admissionregistrationv1.MatchResources) bool {
+	if mr == nil {
+		return false
+	}
+	selects := func(s *metav1.LabelSelector) bool {
+		return s != nil && (len(s.MatchLabels) > 0 || len(s.MatchExpressions) > 0)
+	}
+	return selects(mr.NamespaceSelector) || selects(mr.ObjectSelector) || len(mr.ResourceRules) > 0 || len(mr.ExcludeResourceRules) > 0
+}
+
 // TwinCheck is the leader's periodic check of the policy twin: it reads the
-// objects, judges them with JudgeTwin, exports the verdict as
+// two objects, judges them with JudgeTwin, exports the verdict as
 // svcguard_injection_policy_active{policy=NAME} and keeps it for Note.
 type TwinCheck struct {
 	// Name is the policy's and the binding's name (--injection-policy).
@@ -135,8 +161,8 @@ func (c *TwinCheck) Start(ctx context.Context) error {
 	return nil
 }
 
-// read gets the policy, the binding and the ConfigMap the binding names; an
-// object that does not exist is nil, any other error is returned.
+// read gets the policy and the binding; an object that does not exist is
+// nil, any other error is returned.
 func (c *TwinCheck) read(ctx context.Context) (TwinObjects, error) {
 	var objs TwinObjects
 	api := c.Client.AdmissionregistrationV1()
@@ -145,16 +171,8 @@ func (c *TwinCheck) read(ctx context.Context) (TwinObjects, error) {
 		return objs, err
 	}
 	binding, err := api.MutatingAdmissionPolicyBindings().Get(ctx, c.Name, metav1.GetOptions{})
-	if objs.Binding, err = found(binding, err); err != nil {
-		return objs, err
-	}
-	if ref := objs.Binding; ref != nil && ref.Spec.ParamRef != nil && ref.Spec.ParamRef.Name != "" {
-		cm, err := c.Client.CoreV1().ConfigMaps(ref.Spec.ParamRef.Namespace).Get(ctx, ref.Spec.ParamRef.Name, metav1.GetOptions{})
-		if objs.Params, err = found(cm, err); err != nil {
-			return objs, err
-		}
-	}
-	return objs, nil
+	objs.Binding, err = found(binding, err)
+	return objs, err
 }
 
 // found maps NotFound to nil, no error.

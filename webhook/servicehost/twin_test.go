@@ -8,7 +8,6 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -18,15 +17,16 @@ func twin() TwinObjects {
 	return TwinObjects{
 		Policy: &admissionregistrationv1.MutatingAdmissionPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: "twin"},
-			Spec:       admissionregistrationv1.MutatingAdmissionPolicySpec{ParamKind: &admissionregistrationv1.ParamKind{APIVersion: "v1", Kind: "ConfigMap"}},
+			Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{Variables: []admissionregistrationv1.Variable{
+				{Name: HostVariable, Expression: "'" + testHost + "'"},
+				{Name: PortVariable, Expression: "'" + testPort + "'"},
+				{Name: "valid", Expression: "variables.serviceHost != ''"},
+			}},
 		},
 		Binding: &admissionregistrationv1.MutatingAdmissionPolicyBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: "twin"},
-			Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{PolicyName: "twin",
-				ParamRef: &admissionregistrationv1.ParamRef{Namespace: "svcguard", Name: "params"}},
+			Spec:       admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{PolicyName: "twin"},
 		},
-		Params: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "svcguard", Name: "params"},
-			Data: map[string]string{HostKey: testHost, PortKey: testPort}},
 	}
 }
 
@@ -41,26 +41,32 @@ func TestJudgeTwin(t *testing.T) {
 		{"installed and agreeing", func(*TwinObjects) {}, ""},
 		{"no policy", func(o *TwinObjects) { o.Policy = nil },
 			"MutatingAdmissionPolicy twin not found: install manifests/components/policy (the default overlay includes it)"},
-		{"policy without params", func(o *TwinObjects) { o.Policy.Spec.ParamKind = nil },
-			"MutatingAdmissionPolicy twin does not take a v1 ConfigMap as its params: apply manifests/components/policy again"},
-		{"params of another kind", func(o *TwinObjects) { o.Policy.Spec.ParamKind.Kind = "Secret" },
-			"MutatingAdmissionPolicy twin does not take a v1 ConfigMap as its params: apply manifests/components/policy again"},
 		{"no binding", func(o *TwinObjects) { o.Binding = nil },
 			"MutatingAdmissionPolicyBinding twin not found, so the policy applies to nothing: install manifests/components/policy"},
 		{"binding of another policy", func(o *TwinObjects) { o.Binding.Spec.PolicyName = "other" },
 			`MutatingAdmissionPolicyBinding twin binds policy "other", not "twin": apply manifests/components/policy again`},
 		{"binding narrowed to some namespaces", func(o *TwinObjects) {
-			o.Binding.Spec.MatchResources = &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{}}
+			o.Binding.Spec.MatchResources = &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"team": "a"}}}
 		}, "MutatingAdmissionPolicyBinding twin narrows the policy with matchResources, so it skips Pods the webhook injects: remove them"},
-		{"empty matchResources narrow nothing", func(o *TwinObjects) { o.Binding.Spec.MatchResources = &admissionregistrationv1.MatchResources{} }, ""},
-		{"binding without paramRef", func(o *TwinObjects) { o.Binding.Spec.ParamRef = nil },
-			"MutatingAdmissionPolicyBinding twin names no ConfigMap in paramRef.name: apply manifests/components/policy again"},
-		{"ConfigMap gone", func(o *TwinObjects) { o.Params = nil },
-			"ConfigMap svcguard/params, which binding twin reads its values from, does not exist: apply the manifests again"},
-		{"another host", func(o *TwinObjects) { o.Params.Data[HostKey] = "10.9.9.9" },
-			`ConfigMap svcguard/params, which binding twin reads, has service-host "10.9.9.9" but svcguard injects "10.0.0.1": the two injectors disagree; set both from one ConfigMap (apply the manifests again)`},
-		{"port missing", func(o *TwinObjects) { delete(o.Params.Data, PortKey) },
-			`ConfigMap svcguard/params, which binding twin reads, has service-port "" but svcguard injects "6443": the two injectors disagree; set both from one ConfigMap (apply the manifests again)`},
+		{"binding narrowed by a rule", func(o *TwinObjects) {
+			o.Binding.Spec.MatchResources = &admissionregistrationv1.MatchResources{ExcludeResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{}}}
+		}, "MutatingAdmissionPolicyBinding twin narrows the policy with matchResources, so it skips Pods the webhook injects: remove them"},
+		{"matchResources: {} as the API server stores it narrow nothing", func(o *TwinObjects) {
+			o.Binding.Spec.MatchResources = &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{},
+				ObjectSelector: &metav1.LabelSelector{}}
+		}, ""},
+		{"another host", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = "'10.9.9.9'" },
+			`MutatingAdmissionPolicy twin injects serviceHost "10.9.9.9" but svcguard injects "10.0.0.1" (--service-host): the two injectors disagree, and the policy runs first; apply the manifests again, which write both from manifests/base/injection.env`},
+		{"no port where svcguard injects one", func(o *TwinObjects) { o.Policy.Spec.Variables[1].Expression = "''" },
+			`MutatingAdmissionPolicy twin injects servicePort "" but svcguard injects "6443" (--service-port): the two injectors disagree, and the policy runs first; apply the manifests again, which write both from manifests/base/injection.env`},
+		{"a value that is not a plain literal", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = "params.data['service-host']" },
+			"MutatingAdmissionPolicy twin has no variable serviceHost holding a string literal: apply manifests/components/policy again"},
+		{"an escaped literal", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = `'10.0.0.1\''` },
+			"MutatingAdmissionPolicy twin has no variable serviceHost holding a string literal: apply manifests/components/policy again"},
+		{"no port variable", func(o *TwinObjects) { o.Policy.Spec.Variables = o.Policy.Spec.Variables[:1] },
+			"MutatingAdmissionPolicy twin has no variable servicePort holding a string literal: apply manifests/components/policy again"},
+		{"a literal with spaces around it", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = " '10.0.0.1'\n" }, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,8 +85,8 @@ func TestJudgeTwin(t *testing.T) {
 // follower's note again once the term ends.
 func TestTwinCheckNotes(t *testing.T) {
 	objs := twin()
-	objs.Binding.Spec.ParamRef.Name = "missing"
-	client := fake.NewClientset(objs.Policy, objs.Binding, objs.Params)
+	objs.Policy.Spec.Variables[0].Expression = "'10.9.9.9'"
+	client := fake.NewClientset(objs.Policy, objs.Binding)
 	c := &TwinCheck{Name: "twin", Injection: Injection{Host: testHost, Port: testPort}, Client: client, Interval: time.Hour, Log: logr.Discard()}
 	if got := c.Note(); got != "policy twin twin: checked by the leader (svcguard_injection_policy_active)" {
 		t.Errorf("before leading: %q", got)
@@ -92,7 +98,7 @@ func TestTwinCheckNotes(t *testing.T) {
 	for !strings.Contains(c.Note(), "inactive") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got, want := c.Note(), "ConfigMap svcguard/missing, which binding twin reads its values from, does not exist"; !strings.Contains(got, want) {
+	if got, want := c.Note(), `MutatingAdmissionPolicy twin injects serviceHost "10.9.9.9" but svcguard injects "10.0.0.1"`; !strings.Contains(got, want) {
 		t.Errorf("while leading, expected a note containing %q, got %q", want, got)
 	}
 	cancel()

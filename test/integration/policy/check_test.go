@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,9 @@ import (
 
 // TestEnvtestLeaderReportsWhetherTheTwinIsActive runs the leader's check of
 // the twin as svcguard's ServiceAccount with the RBAC components/policy
-// ships: active once installed; inactive, with the reason, when the
-// ConfigMap disagrees with what svcguard injects or the binding is gone;
-// active again once repaired; and no gauge once the term ends.
+// ships: active once installed; inactive, with the reason, when the policy
+// injects another host than svcguard or the binding is gone; active again
+// once repaired; and no gauge once the term ends.
 func TestEnvtestLeaderReportsWhetherTheTwinIsActive(t *testing.T) {
 	te := suite.Env
 	ctx := context.Background()
@@ -56,12 +57,22 @@ func TestEnvtestLeaderReportsWhetherTheTwinIsActive(t *testing.T) {
 	}
 	waitNote("policy twin svcguard-service-host: active", 1)
 
-	params := &corev1.ConfigMap{}
-	key := client.ObjectKey{Namespace: "svcguard", Name: testenv.PolicyTwinParams}
-	te.Edit(t, key, params, func() { params.Data[servicehost.HostKey] = "198.51.100.1" })
-	waitNote(`inactive`, 0)
-	waitNote(`ConfigMap svcguard/svcguard-injection, which binding svcguard-service-host reads, has service-host "198.51.100.1" but svcguard injects "203.0.113.20"`, 0)
-	te.Edit(t, key, params, func() { params.Data[servicehost.HostKey] = suiteHost })
+	// The policy injecting another host than svcguard: an injection.env changed and applied, the
+	// Deployment not rolled yet.
+	policy := &admissionregistrationv1.MutatingAdmissionPolicy{}
+	key := client.ObjectKey{Name: testenv.PolicyTwinName}
+	setHost := func(host string) {
+		te.Edit(t, key, policy, func() {
+			for i, v := range policy.Spec.Variables {
+				if v.Name == servicehost.HostVariable {
+					policy.Spec.Variables[i].Expression = "'" + host + "'"
+				}
+			}
+		})
+	}
+	setHost("198.51.100.1")
+	waitNote(`MutatingAdmissionPolicy svcguard-service-host injects serviceHost "198.51.100.1" but svcguard injects "203.0.113.20" (--service-host)`, 0)
+	setHost(suiteHost)
 	waitNote("active (checked", 1)
 
 	binding := &admissionregistrationv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: testenv.PolicyTwinName}}
@@ -81,5 +92,34 @@ func TestEnvtestLeaderReportsWhetherTheTwinIsActive(t *testing.T) {
 	}
 	if got := check.Note(); !strings.Contains(got, "checked by the leader") {
 		t.Errorf("a replica that does not lead should say the leader checks, said %q", got)
+	}
+}
+
+// TestEnvtestTwinInjectsNothingWithValuesSvcguardRefuses writes values into
+// the twin that svcguard refuses as flags (a trailing space, quotes, a port
+// out of range; injection.env keeps them verbatim): the twin then injects
+// nothing, rather than a host no client can dial into every new container.
+func TestEnvtestTwinInjectsNothingWithValuesSvcguardRefuses(t *testing.T) {
+	te := suite.Env
+	ctx := context.Background()
+	setWebhook(t, false)
+	t.Cleanup(func() { setWebhook(t, true) })
+	ns := te.Namespace(t, nil)
+	if err := testenv.Apply(ctx, te.Config, testenv.PolicyTwin(t, suiteHost, suitePort), false); err != nil {
+		t.Fatal(err)
+	}
+	waitProbe(t, ns, func(env []corev1.EnvVar, _ bool) bool { return len(env) == 2 }, "the twin with valid values")
+	for _, bad := range []struct{ host, port string }{
+		{suiteHost + " ", suitePort}, {`"` + suiteHost + `"`, suitePort}, {"https://" + suiteHost, suitePort}, {"::ffff:10.0.0.1", suitePort},
+		{suiteHost, "0"}, {suiteHost, "65536"}, {suiteHost, `"6443"`}, {suiteHost, "+6443"},
+	} {
+		if err := testenv.Apply(ctx, te.Config, testenv.PolicyTwin(t, bad.host, bad.port), false); err != nil {
+			t.Fatal(err)
+		}
+		waitProbe(t, ns, func(env []corev1.EnvVar, _ bool) bool { return len(env) == 0 }, fmt.Sprintf("the twin injecting host %q port %q", bad.host, bad.port))
+		opts := servicehost.Options{ServiceHost: bad.host, ServicePort: bad.port, RemediationRate: 1}
+		if opts.Validate() == nil {
+			t.Errorf("svcguard accepts host %q port %q, which its twin refuses", bad.host, bad.port)
+		}
 	}
 }

@@ -7,6 +7,8 @@ package policy_test
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,6 +36,13 @@ const (
 // service-host webhook (readiness's self-tests excluded).
 var webhookCalls atomic.Int64
 
+// injector is the service-host handler the suite's server answers with;
+// setMode swaps it between one that injects the port and one that does not.
+var injector atomic.Pointer[servicehost.Handler]
+
+// handlers are the suite's two service-host handlers, by port ("" or suitePort).
+var handlers = map[string]*servicehost.Handler{}
+
 var suite = &testenv.Suite{
 	Options: testenv.Options{Webhooks: []string{"MutatingWebhookConfiguration"}},
 	Register: func(s *server.Server) error {
@@ -41,12 +50,19 @@ var suite = &testenv.Suite{
 		if err != nil {
 			return err
 		}
-		inner := built.Webhook.Handler
+		withPort, ok := built.Webhook.Handler.(*servicehost.Handler)
+		if !ok {
+			return fmt.Errorf("servicehost.Build returned a %T, not a *servicehost.Handler", built.Webhook.Handler)
+		}
+		hostOnly := *withPort
+		hostOnly.Injection.Port = ""
+		handlers[suitePort], handlers[""] = withPort, &hostOnly
+		injector.Store(withPort)
 		built.Webhook.Handler = admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
 			if !readiness.IsSelfTest(ctx) {
 				webhookCalls.Add(1)
 			}
-			return inner.Handle(ctx, req)
+			return injector.Load().Handle(ctx, req)
 		})
 		s.Register(built.Webhook)
 		return nil
@@ -62,14 +78,15 @@ type mode struct {
 }
 
 // setMode registers the webhook configuration and the twin's binding as m
-// says and waits until the API server acts on it: a dry-run probe Pod is
-// injected by the webhook alone, by the twin alone (the webhook gets no
-// call), or by neither.
-func setMode(t *testing.T, m mode, probeNS string) {
+// says, both injecting suiteHost and port ("" for none), and waits until
+// the API server acts on it: a dry-run probe Pod is injected by the webhook
+// alone, by the twin alone (the webhook gets no call), or by neither.
+func setMode(t *testing.T, m mode, port, probeNS string) {
 	t.Helper()
 	ctx := context.Background()
 	te := suite.Env
-	objs := testenv.PolicyTwin(t, suiteHost, suitePort)
+	injector.Store(handlers[port])
+	objs := testenv.PolicyTwin(t, suiteHost, port)
 	bindingObj := objs[len(objs)-1:] // applied last, once the webhook alone has been seen
 	if err := testenv.Apply(ctx, te.Config, objs[:len(objs)-1], false); err != nil {
 		t.Fatal(err)
@@ -79,17 +96,23 @@ func setMode(t *testing.T, m mode, probeNS string) {
 		t.Fatal(err)
 	}
 	setWebhook(t, m.webhook)
+	want := wantEnv(port)
 	// Without the binding the probe shows the webhook alone: injected
 	// through a call to the webhook (while the API server still applies
 	// the twin, the webhook finds nothing missing and gets no call), or not
 	// injected at all.
-	waitProbe(t, probeNS, func(injected, called bool) bool { return injected == m.webhook && called == m.webhook },
-		"the webhook configuration registered="+boolText(m.webhook)+" and no policy twin")
+	waitProbe(t, probeNS, func(env []corev1.EnvVar, called bool) bool {
+		if !m.webhook {
+			return len(env) == 0 && !called
+		}
+		return reflect.DeepEqual(env, want) && called
+	}, fmt.Sprintf("the webhook configuration registered=%v and no policy twin", m.webhook))
 	if m.twin {
 		if err := testenv.Apply(ctx, te.Config, bindingObj, false); err != nil {
 			t.Fatal(err)
 		}
-		waitProbe(t, probeNS, func(injected, called bool) bool { return injected && !called }, "the policy twin bound")
+		waitProbe(t, probeNS, func(env []corev1.EnvVar, called bool) bool { return reflect.DeepEqual(env, want) && !called },
+			"the policy twin bound")
 	}
 }
 
@@ -124,44 +147,43 @@ func setWebhook(t *testing.T, on bool) {
 	}
 }
 
-// waitProbe waits until a probe Pod is injected and the webhook called as
-// want accepts.
-func waitProbe(t *testing.T, ns string, want func(injected, called bool) bool, state string) {
+// waitProbe waits until the env of a probe Pod's container, and whether
+// the webhook was called for it, are what want accepts.
+func waitProbe(t *testing.T, ns string, want func(env []corev1.EnvVar, called bool) bool, state string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		before := webhookCalls.Load()
-		injected := probe(t, ns)
-		if want(injected, webhookCalls.Load() != before) {
+		env := probe(t, ns)
+		if want(env, webhookCalls.Load() != before) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("with %s, the API server never acted so within 30 s (last probe: injected=%v)", state, injected)
+			t.Fatalf("with %s, the API server never acted so within 30 s (last probe's env: %v)", state, env)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-// probe creates a one-container Pod by dry run in ns and tells whether the
-// API server would store it with the variables.
-func probe(t *testing.T, ns string) bool {
+// probe creates a one-container Pod by dry run in ns and returns the env
+// the API server would store it with.
+func probe(t *testing.T, ns string) []corev1.EnvVar {
 	t.Helper()
 	pod := fixtures.Pod(ns, "probe", fixtures.Container("app", "app"))
 	if err := suite.Env.Client.Create(context.Background(), pod, client.DryRunAll); err != nil {
 		t.Fatalf("creating a probe Pod by dry run: %v", err)
 	}
-	return len(pod.Spec.Containers[0].Env) > 0
+	return pod.Spec.Containers[0].Env
 }
 
-func boolText(b bool) string {
-	if b {
-		return "true"
+// wantEnv is what both injectors set in a container that lacks the pair,
+// with port ("" for none).
+func wantEnv(port string) []corev1.EnvVar {
+	if port == "" {
+		return fixtures.Env(servicehost.HostVar, suiteHost)
 	}
-	return "false"
+	return fixtures.Env(servicehost.HostVar, suiteHost, servicehost.PortVar, port)
 }
-
-// wantEnv is what both injectors set in a container that lacks the pair.
-var wantEnv = fixtures.Env(servicehost.HostVar, suiteHost, servicehost.PortVar, suitePort)
 
 // created is a Pod as the API server stored it: each container's env by name.
 type created map[string][]corev1.EnvVar
@@ -182,10 +204,11 @@ func createAll(t *testing.T, ns string, pods []*corev1.Pod) map[string]created {
 		if err := suite.Env.Client.Create(ctx, pod); err != nil {
 			t.Fatalf("creating Pod %s: %v", p.Name, err)
 		}
-		if len(debug) > 0 {
-			pod.Spec.EphemeralContainers = debug
+		// One kubectl debug after another: each update adds one container to those the Pod has.
+		for _, c := range debug {
+			pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, c)
 			if err := suite.Env.Client.SubResource("ephemeralcontainers").Update(ctx, pod); err != nil {
-				t.Fatalf("adding the ephemeral containers of Pod %s: %v", p.Name, err)
+				t.Fatalf("adding ephemeral container %s to Pod %s: %v", c.Name, p.Name, err)
 			}
 		}
 		var stored corev1.Pod
