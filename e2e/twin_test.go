@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +32,19 @@ func TestScenario9TotalOutageWithThePolicyTwin(t *testing.T) {
 	require.NoError(t, testenv.Apply(ctx, env.Config, objs, false))
 	binding := &admissionregistrationv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: testenv.PolicyTwinName}}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), binding) })
+
+	// The leader (the manifests run it with --injection-policy) sees the twin: the gauge, and a note on /readyz?verbose.
+	var note string
+	require.Eventually(t, func() bool {
+		leader := fleet.Leader()
+		if leader == nil {
+			return false
+		}
+		text, _ := leader.Metrics()
+		active, _ := testenv.SumSamples(t, text, "svcguard_injection_policy_active", "policy", testenv.PolicyTwinName)
+		note = readyzNote(leader.HealthURL)
+		return active == 1 && strings.Contains(note, "[i]policy twin svcguard-service-host: active")
+	}, 30*time.Second, 200*time.Millisecond, "the leader reports the twin active (last /readyz?verbose note: %q)", note)
 
 	for _, r := range fleet.Replicas() {
 		fleet.Kill(r)
@@ -71,4 +87,21 @@ func probe(t *testing.T, ns string) bool {
 	pod := fixtures.Pod(ns, "probe", fixtures.Container("app", "app"))
 	require.NoError(t, env.Client.Create(context.Background(), pod, client.DryRunAll))
 	return injected(pod)
+}
+
+// readyzNote returns the [i] lines of a replica's /readyz?verbose.
+func readyzNote(healthURL string) string {
+	resp, err := http.Get(healthURL + "/readyz?verbose")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var notes []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "[i]") {
+			notes = append(notes, line)
+		}
+	}
+	return strings.Join(notes, "\n")
 }
