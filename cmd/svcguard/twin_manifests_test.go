@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -124,4 +125,32 @@ func TestConfigYAMLOfTheOldLayoutIsRefused(t *testing.T) {
 		options.NewServer(), servicehost.NewOptions(), nodeport.NewOptions(), servicepath.NewOptions())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `"service-host" cannot be set in the config file: it is a key of its own in svcguard's ConfigMap, written from manifests/base/injection.env`)
+}
+
+// TestManifestInjectionEnvValuesStayDataInThePolicy renders injection.env
+// values that would be CEL syntax in a plain quoted literal (a quote, a
+// backslash escape): kustomize writes them into the twin's raw triple-quoted
+// literals, which keep them as characters of the value (that the twin's
+// `valid` then refuses, as svcguard refuses the flag), and the leader reads
+// back exactly what was written.
+func TestManifestInjectionEnvValuesStayDataInThePolicy(t *testing.T) {
+	for _, v := range []struct{ host, port string }{{`a'+'b`, `\x31`}, {`10.0.0.1\u0020`, `6443'`}} {
+		objs, err := testenv.Render("manifests/overlays/default", map[string][]byte{
+			"../../base/injection.env": []byte("service-host=" + v.host + "\nservice-port=" + v.port + "\n")})
+		require.NoError(t, err)
+		twin := servicehost.TwinObjects{
+			Policy:  find[admissionregistrationv1.MutatingAdmissionPolicy](t, objs, "MutatingAdmissionPolicy", testenv.PolicyTwinName),
+			Binding: find[admissionregistrationv1.MutatingAdmissionPolicyBinding](t, objs, "MutatingAdmissionPolicyBinding", testenv.PolicyTwinName),
+		}
+		state := servicehost.JudgeTwin(testenv.PolicyTwinName, twin, servicehost.Injection{Host: v.host, Port: v.port})
+		if strings.HasSuffix(v.port, "'") {
+			// r'''6443'''' is not one literal: the API server refuses the policy, loudly, and the leader says so.
+			assert.False(t, state.Active)
+			assert.Contains(t, state.Reason, "has no variable servicePort holding a raw string literal")
+			continue
+		}
+		assert.True(t, state.Active, "host %q port %q must come back from the policy as written: %s", v.host, v.port, state.Reason)
+		assert.Error(t, (&servicehost.Options{ServiceHost: v.host, ServicePort: v.port, RemediationRate: 1}).Validate(),
+			"svcguard refuses host %q port %q, as the twin's `valid` does", v.host, v.port)
+	}
 }

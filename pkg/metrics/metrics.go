@@ -119,7 +119,7 @@ var (
 	// InjectionPolicyActive is the leader's check of the policy twin.
 	InjectionPolicyActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "svcguard_injection_policy_active",
-		Help: "1 while the MutatingAdmissionPolicy twin named by --injection-policy exists, is bound to every Pod and injects the values svcguard injects, 0 while not; " +
+		Help: "1 while the MutatingAdmissionPolicy twin named by --injection-policy exists, its binding does not narrow it, and it injects the values svcguard injects, 0 while not; " +
 			"set by the leader only, and only when --injection-policy is set.",
 	}, []string{"policy"})
 

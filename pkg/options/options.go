@@ -255,7 +255,7 @@ func Parse(name string, args []string, stdout io.Writer, components ...Component
 	fs.Usage = func() {}
 	var configPath string
 	fs.StringVar(&configPath, "config", "",
-		"Path of a YAML file whose keys are flag names (without --) and values their settings; the command line wins.")
+		"Path of a YAML file whose keys are flag names (without --) and values their settings; the command line wins. service-host and service-port are refused there: the manifests set them from injection.env.")
 	for _, c := range components {
 		c.AddFlags(fs)
 	}

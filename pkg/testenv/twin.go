@@ -58,7 +58,8 @@ func PolicyTwinObjects(host, port string) ([]*unstructured.Unstructured, error) 
 }
 
 // setStringVariables sets the policy's variables named in values to those
-// values as CEL string literals, as the component's replacements do.
+// values as raw triple-quoted CEL string literals, as the component's
+// replacements do.
 func setStringVariables(policy *unstructured.Unstructured, values map[string]string) error {
 	variables, _, err := unstructured.NestedSlice(policy.Object, "spec", "variables")
 	if err != nil {
@@ -71,7 +72,7 @@ func setStringVariables(policy *unstructured.Unstructured, values map[string]str
 			continue
 		}
 		if value, ok := values[fmt.Sprint(m["name"])]; ok {
-			m["expression"] = "'" + value + "'"
+			m["expression"] = "r'''" + value + "'''"
 			set++
 		}
 	}

@@ -48,7 +48,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 
 // CommandLineOnly implements options.CommandLineOnly: what is injected
 // comes from the ConfigMap's own keys, which the Deployment passes on the
-// command line and the policy twin reads too. A value left in config.yaml
+// command line and kustomize writes into the policy twin. A value left in config.yaml
 // (where it lived before the twin) would silently lose to the command line
 // and turn the injection off, so it is refused instead.
 func (o *Options) CommandLineOnly() map[string]string {
@@ -63,7 +63,7 @@ func (o *Options) Validate() error {
 		if strings.HasPrefix(o.ServiceHost, "[") {
 			return fmt.Errorf("--service-host=%q: give an IPv6 address without brackets (client-go adds them)", o.ServiceHost)
 		}
-		// The same rule as the policy twin's matchCondition (CEL's isIP and a DNS-1123 subdomain), so
+		// The same rule as the policy twin's variable `valid` (CEL's isIP and a DNS-1123 subdomain), so
 		// that a value one injector refuses is refused by both.
 		addr, err := netip.ParseAddr(o.ServiceHost)
 		switch {
@@ -71,6 +71,10 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("--service-host=%q is an IPv4-mapped IPv6 address: give the IPv4 address %s", o.ServiceHost, addr.Unmap())
 		case err == nil && addr.Zone() != "":
 			return fmt.Errorf("--service-host=%q has a zone, which no Pod can use", o.ServiceHost)
+		case err == nil && addr.IsUnspecified():
+			return fmt.Errorf("--service-host=%q is the unspecified address, which no Pod can dial", o.ServiceHost)
+		case err != nil && strings.Trim(o.ServiceHost, "0123456789.") == "":
+			return fmt.Errorf("--service-host=%q is not an IP address (a part is missing, out of range or has a leading zero)", o.ServiceHost)
 		case err != nil && len(validation.IsDNS1123Subdomain(o.ServiceHost)) > 0:
 			return fmt.Errorf("--service-host=%q is neither an IP address nor a DNS name", o.ServiceHost)
 		}

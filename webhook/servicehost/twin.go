@@ -35,8 +35,8 @@ type TwinObjects struct {
 
 // TwinState is the verdict on the policy twin.
 type TwinState struct {
-	// Active: the twin exists, is bound to the whole cluster, and injects
-	// what the webhook injects.
+	// Active: the twin exists, its binding does not narrow it, and it
+	// injects what the webhook injects.
 	Active bool
 	// Reason says why it is not active, and what to do; empty when active.
 	Reason string
@@ -50,8 +50,9 @@ type TwinState struct {
 // errors): an expression that fails shows only when the API server
 // evaluates it, in its metric apiserver_mutating_admission_policy_check_total
 // (alert SvcguardInjectionPolicyErrors). What JudgeTwin checks is that the
-// twin is there, bound to every Pod, and injects the same values as the
-// webhook.
+// twin is there, that its binding does not narrow it, and that it injects
+// the same values as the webhook; not the policy's own selectors, rules or
+// expressions, which only kustomize writes.
 func JudgeTwin(name string, objs TwinObjects, in Injection) TwinState {
 	inactive := func(format string, args ...any) TwinState {
 		return TwinState{Reason: fmt.Sprintf(format, args...)}
@@ -71,7 +72,7 @@ func JudgeTwin(name string, objs TwinObjects, in Injection) TwinState {
 		got, ok := stringVariable(p, v.variable)
 		switch {
 		case !ok:
-			return inactive("MutatingAdmissionPolicy %s has no variable %s holding a string literal: apply manifests/components/policy again", name, v.variable)
+			return inactive("MutatingAdmissionPolicy %s has no variable %s holding a raw string literal (r'''VALUE'''): apply manifests/components/policy again", name, v.variable)
 		case got != v.want:
 			return inactive("MutatingAdmissionPolicy %s injects %s %q but svcguard injects %q (%s): the two injectors disagree, and the policy runs first; "+
 				"apply the manifests again, which write both from manifests/base/injection.env", name, v.variable, got, v.want, v.flag)
@@ -81,18 +82,24 @@ func JudgeTwin(name string, objs TwinObjects, in Injection) TwinState {
 }
 
 // stringVariable returns the value of the policy's variable name when its
-// expression is a single-quoted CEL string literal without escapes, as
-// kustomize writes it.
+// expression is a raw triple-quoted CEL string literal (r, three single
+// quotes, the value, three single quotes), as components/policy writes it:
+// kustomize puts the value between the quotes.
 func stringVariable(p *admissionregistrationv1.MutatingAdmissionPolicy, name string) (string, bool) {
+	const quotes = "'''"
 	for _, v := range p.Spec.Variables {
 		if v.Name != name {
 			continue
 		}
-		e := strings.TrimSpace(v.Expression)
-		if len(e) < 2 || e[0] != '\'' || e[len(e)-1] != '\'' || strings.ContainsAny(e[1:len(e)-1], "'\\") {
+		inner, ok := strings.CutPrefix(strings.TrimSpace(v.Expression), "r"+quotes)
+		if !ok {
 			return "", false
 		}
-		return e[1 : len(e)-1], true
+		inner, ok = strings.CutSuffix(inner, quotes)
+		if !ok || strings.Contains(inner, quotes) || strings.HasSuffix(inner, "'") {
+			return "", false
+		}
+		return inner, true
 	}
 	return "", false
 }
@@ -118,7 +125,7 @@ type TwinCheck struct {
 	Name string
 	// Injection is what the webhook injects; the twin must inject the same.
 	Injection Injection
-	// Client reads the three objects.
+	// Client reads the two objects.
 	Client kubernetes.Interface
 	// Interval is the time between checks.
 	Interval time.Duration

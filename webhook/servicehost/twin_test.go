@@ -18,8 +18,8 @@ func twin() TwinObjects {
 		Policy: &admissionregistrationv1.MutatingAdmissionPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: "twin"},
 			Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{Variables: []admissionregistrationv1.Variable{
-				{Name: HostVariable, Expression: "'" + testHost + "'"},
-				{Name: PortVariable, Expression: "'" + testPort + "'"},
+				{Name: HostVariable, Expression: raw(testHost)},
+				{Name: PortVariable, Expression: raw(testPort)},
 				{Name: "valid", Expression: "variables.serviceHost != ''"},
 			}},
 		},
@@ -29,6 +29,9 @@ func twin() TwinObjects {
 		},
 	}
 }
+
+// raw is value as the twin's raw triple-quoted CEL literal.
+func raw(value string) string { return "r'''" + value + "'''" }
 
 func TestJudgeTwin(t *testing.T) {
 	in := Injection{Host: testHost, Port: testPort}
@@ -56,17 +59,19 @@ func TestJudgeTwin(t *testing.T) {
 			o.Binding.Spec.MatchResources = &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{},
 				ObjectSelector: &metav1.LabelSelector{}}
 		}, ""},
-		{"another host", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = "'10.9.9.9'" },
+		{"another host", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = raw("10.9.9.9") },
 			`MutatingAdmissionPolicy twin injects serviceHost "10.9.9.9" but svcguard injects "10.0.0.1" (--service-host): the two injectors disagree, and the policy runs first; apply the manifests again, which write both from manifests/base/injection.env`},
-		{"no port where svcguard injects one", func(o *TwinObjects) { o.Policy.Spec.Variables[1].Expression = "''" },
+		{"no port where svcguard injects one", func(o *TwinObjects) { o.Policy.Spec.Variables[1].Expression = raw("") },
 			`MutatingAdmissionPolicy twin injects servicePort "" but svcguard injects "6443" (--service-port): the two injectors disagree, and the policy runs first; apply the manifests again, which write both from manifests/base/injection.env`},
 		{"a value that is not a plain literal", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = "params.data['service-host']" },
-			"MutatingAdmissionPolicy twin has no variable serviceHost holding a string literal: apply manifests/components/policy again"},
+			"MutatingAdmissionPolicy twin has no variable serviceHost holding a raw string literal (r'''VALUE'''): apply manifests/components/policy again"},
 		{"an escaped literal", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = `'10.0.0.1\''` },
-			"MutatingAdmissionPolicy twin has no variable serviceHost holding a string literal: apply manifests/components/policy again"},
+			"MutatingAdmissionPolicy twin has no variable serviceHost holding a raw string literal (r'''VALUE'''): apply manifests/components/policy again"},
 		{"no port variable", func(o *TwinObjects) { o.Policy.Spec.Variables = o.Policy.Spec.Variables[:1] },
-			"MutatingAdmissionPolicy twin has no variable servicePort holding a string literal: apply manifests/components/policy again"},
-		{"a literal with spaces around it", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = " '10.0.0.1'\n" }, ""},
+			"MutatingAdmissionPolicy twin has no variable servicePort holding a raw string literal (r'''VALUE'''): apply manifests/components/policy again"},
+		{"a literal with spaces around it", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = " " + raw("10.0.0.1") + "\n" }, ""},
+		{"a literal that ends early", func(o *TwinObjects) { o.Policy.Spec.Variables[0].Expression = raw("10.0.0.1" + "'''" + " + x") },
+			"MutatingAdmissionPolicy twin has no variable serviceHost holding a raw string literal (r'''VALUE'''): apply manifests/components/policy again"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +90,7 @@ func TestJudgeTwin(t *testing.T) {
 // follower's note again once the term ends.
 func TestTwinCheckNotes(t *testing.T) {
 	objs := twin()
-	objs.Policy.Spec.Variables[0].Expression = "'10.9.9.9'"
+	objs.Policy.Spec.Variables[0].Expression = raw("10.9.9.9")
 	client := fake.NewClientset(objs.Policy, objs.Binding)
 	c := &TwinCheck{Name: "twin", Injection: Injection{Host: testHost, Port: testPort}, Client: client, Interval: time.Hour, Log: logr.Discard()}
 	if got := c.Note(); got != "policy twin twin: checked by the leader (svcguard_injection_policy_active)" {

@@ -65,7 +65,7 @@ func TestEnvtestLeaderReportsWhetherTheTwinIsActive(t *testing.T) {
 		te.Edit(t, key, policy, func() {
 			for i, v := range policy.Spec.Variables {
 				if v.Name == servicehost.HostVariable {
-					policy.Spec.Variables[i].Expression = "'" + host + "'"
+					policy.Spec.Variables[i].Expression = "r'''" + host + "'''"
 				}
 			}
 		})
@@ -108,11 +108,16 @@ func TestEnvtestTwinInjectsNothingWithValuesSvcguardRefuses(t *testing.T) {
 	if err := testenv.Apply(ctx, te.Config, testenv.PolicyTwin(t, suiteHost, suitePort), false); err != nil {
 		t.Fatal(err)
 	}
-	waitProbe(t, ns, func(env []corev1.EnvVar, _ bool) bool { return len(env) == 2 }, "the twin with valid values")
 	for _, bad := range []struct{ host, port string }{
 		{suiteHost + " ", suitePort}, {`"` + suiteHost + `"`, suitePort}, {"https://" + suiteHost, suitePort}, {"::ffff:10.0.0.1", suitePort},
+		{"10.0.0", suitePort}, {"010.0.0.1", suitePort}, {"0.0.0.0", suitePort}, {"a'b", suitePort}, {`a\x2eb`, suitePort},
 		{suiteHost, "0"}, {suiteHost, "65536"}, {suiteHost, `"6443"`}, {suiteHost, "+6443"},
 	} {
+		// Valid values first, each time, so that "nothing injected" is this value's doing.
+		if err := testenv.Apply(ctx, te.Config, testenv.PolicyTwin(t, suiteHost, suitePort), false); err != nil {
+			t.Fatal(err)
+		}
+		waitProbe(t, ns, func(env []corev1.EnvVar, _ bool) bool { return len(env) == 2 }, "the twin with valid values")
 		if err := testenv.Apply(ctx, te.Config, testenv.PolicyTwin(t, bad.host, bad.port), false); err != nil {
 			t.Fatal(err)
 		}
