@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -218,16 +220,59 @@ func (p *Process) Output() string {
 	return p.output.String()
 }
 
+// handedOut are the ports FreeAddress has returned in this process.
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
+
 // FreeAddress returns a loopback host:port that was free a moment ago. It
 // returns an error rather than failing a test: StartBinary (the demo) and
 // ServerOptions (TestMain) pick addresses with it too.
+//
+// The port is picked at random below the kernel's ephemeral range and never
+// twice in a process. A port the kernel hands out for ":0" is in that range,
+// where, between this check and the caller's listen, it can be given to
+// another address asked for the same way, or to an outgoing connection's
+// local end (a replica's to the API server): a replica then fails to
+// listen ("address already in use"), as a cold CI run once did.
 func FreeAddress() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	low := ephemeralLow()
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
+	for range 200 {
+		port := 10000 + rand.IntN(low-10000)
+		if handedOut[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		handedOut[port] = true
+		return l.Addr().String(), nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", errors.New("no free loopback port below the ephemeral range after 200 tries")
+}
+
+// ephemeralLow is the lowest port of the kernel's ephemeral range (Linux:
+// /proc/sys/net/ipv4/ip_local_port_range), 32768 when it cannot be read or
+// leaves too little room below it.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil || low < 12000 {
+		return 32768
+	}
+	return low
 }
 
 // BuildBinary builds cmd/svcguard into dir and returns its path; the e2e
