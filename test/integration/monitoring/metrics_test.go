@@ -263,7 +263,7 @@ func causeAdmissionMetrics(t *testing.T) {
 		if err := env.Client.Create(ctx, cm); err != nil {
 			return false
 		}
-		return hasSeries(apiServerMetrics(t), "apiserver_admission_webhook_fail_open_count", failOpenWebhook)
+		return hasSeries(apiServerMetrics(t), "apiserver_admission_webhook_fail_open_count", "name", failOpenWebhook)
 	}, 30*time.Second, 200*time.Millisecond, "the API server never failed open on %s", failOpenWebhook)
 	require.Eventually(t, func() bool {
 		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "fail-closed-"}}
@@ -282,34 +282,16 @@ func causeAdmissionMetrics(t *testing.T) {
 		if err := env.Client.Create(ctx, probe, client.DryRunAll); err != nil {
 			return false
 		}
-		return hasPolicySeries(apiServerMetrics(t), "apiserver_mutating_admission_policy_check_total", testenv.PolicyTwinName)
+		return hasSeries(apiServerMetrics(t), "apiserver_mutating_admission_policy_check_total", "policy", testenv.PolicyTwinName)
 	}, 30*time.Second, 200*time.Millisecond, "the API server never evaluated the policy twin")
 
 	families := apiServerMetrics(t)
 	for _, name := range []string{"service-host.svcguard.io", "node-port-guard.svcguard.io"} {
-		assert.True(t, hasSeries(families, "apiserver_admission_webhook_request_total", name), "the API server counted no call to %s", name)
-		assert.True(t, hasSeries(families, "apiserver_admission_webhook_admission_duration_seconds", name), "the API server timed no call to %s", name)
+		assert.True(t, hasSeries(families, "apiserver_admission_webhook_request_total", "name", name), "the API server counted no call to %s", name)
+		assert.True(t, hasSeries(families, "apiserver_admission_webhook_admission_duration_seconds", "name", name), "the API server timed no call to %s", name)
 	}
-	assert.True(t, hasSeries(families, "apiserver_admission_webhook_rejection_count", "node-port-guard.svcguard.io"), "the API server counted no denial")
-	assert.True(t, hasSeries(families, "apiserver_admission_webhook_rejection_count", failClosedWebhook), "the API server counted no failed call under Fail")
-}
-
-// hasPolicySeries tells whether family has a series of the admission
-// policy named policy.
-func hasPolicySeries(families []*dto.MetricFamily, family, policy string) bool {
-	for _, f := range families {
-		if f.GetName() != family {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "policy" && l.GetValue() == policy {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	assert.True(t, hasSeries(families, "apiserver_admission_webhook_rejection_count", "name", "node-port-guard.svcguard.io"), "the API server counted no denial")
+	assert.True(t, hasSeries(families, "apiserver_admission_webhook_rejection_count", "name", failClosedWebhook), "the API server counted no failed call under Fail")
 }
 
 // unreachableWebhook calls https://addr/ (where nothing listens) for CREATE
@@ -350,15 +332,17 @@ func apiServerMetrics(t *testing.T) []*dto.MetricFamily {
 	return out
 }
 
-// hasSeries reports whether family has a series whose label "name" is webhook.
-func hasSeries(families []*dto.MetricFamily, family, webhook string) bool {
+// hasSeries reports whether family has a series whose label is value (the
+// API server labels its webhook metrics by "name", its policy metrics by
+// "policy").
+func hasSeries(families []*dto.MetricFamily, family, label, value string) bool {
 	for _, mf := range families {
 		if mf.GetName() != family {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "name" && lp.GetValue() == webhook {
+				if lp.GetName() == label && lp.GetValue() == value {
 					return true
 				}
 			}
