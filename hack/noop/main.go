@@ -19,6 +19,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/svcguard/svcguard/pkg/review"
 )
 
 func main() {
@@ -26,6 +28,7 @@ func main() {
 	certDir := flag.String("cert-dir", "", "directory of tls.crt and tls.key")
 	path := flag.String("path", "/webhooks/service-host", "the path to answer on")
 	pprof := flag.String("pprof-bind-address", "", "host:port of Go's /debug/pprof (plain HTTP); empty: off")
+	onePass := flag.Bool("one-pass", false, "read reviews as svcguard does (pkg/review), not with controller-runtime's decoder alone")
 	flag.Parse()
 	// No log lines: a ceiling that logged would measure its logging (and controller-runtime prints a
 	// stack trace when no logger was ever set).
@@ -36,13 +39,13 @@ func main() {
 			fmt.Fprintln(os.Stderr, "noop: pprof:", server.ListenAndServe())
 		}()
 	}
-	if err := run(*bind, *certDir, *path); err != nil {
+	if err := run(*bind, *certDir, *path, *onePass); err != nil {
 		fmt.Fprintln(os.Stderr, "noop:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bind, certDir, path string) error {
+func run(bind, certDir, path string, onePass bool) error {
 	host, portText, err := net.SplitHostPort(bind)
 	if err != nil {
 		return err
@@ -53,6 +56,11 @@ func run(bind, certDir, path string) error {
 	}
 	server := webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: certDir})
 	allow := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
-	server.Register(path, &webhook.Admission{Handler: allow})
+	hook := &webhook.Admission{Handler: allow}
+	if onePass {
+		server.Register(path, review.Handler{Webhook: hook})
+	} else {
+		server.Register(path, hook)
+	}
 	return server.Start(ctrl.SetupSignalHandler())
 }

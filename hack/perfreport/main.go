@@ -132,7 +132,7 @@ func Tables(results []Result, cpu string) string {
 		loads = append(loads, fmt.Sprintf("rate=%.0f", rate))
 	}
 	for _, load := range loads {
-		for _, t := range []string{"noop", "svcguard"} {
+		for _, t := range []string{"noop", "noop-one-pass", "svcguard"} {
 			p := "BenchmarkWire/" + load + "/" + t + "/"
 			rps, ok := mean(results, p, "req/s")
 			if !ok {
@@ -154,6 +154,12 @@ func Tables(results []Result, cpu string) string {
 		pn, _ := mean(results, "BenchmarkWire/"+load+"/noop/", "p99-ms")
 		if okA && okN && n > 0 && pn > 0 {
 			fmt.Fprintf(&b, "| %s | %.2f | %.2fx |\n", strings.TrimPrefix(load, "rate="), a/n, pa/pn)
+		}
+	}
+	if a, ok := mean(results, "BenchmarkWire/saturation/svcguard/", "req/s"); ok {
+		if n, ok := mean(results, "BenchmarkWire/saturation/noop-one-pass/", "req/s"); ok && n > 0 {
+			fmt.Fprintf(&b, "\nAgainst the no-op webhook that reads reviews in one pass as svcguard does (`noop-one-pass`, the ceiling of "+
+				"svcguard's own stack), svcguard's throughput at saturation is **%.2f**.\n", a/n)
 		}
 	}
 
@@ -179,8 +185,13 @@ func Tables(results []Result, cpu string) string {
 	}
 
 	b.WriteString("\n### In process (`go test -bench`)\n\n| benchmark | ns/op | B/op | allocs/op |\n|---|---|---|---|\n")
+	var memory []Result
 	for _, r := range results {
 		if strings.HasPrefix(r.Name, "BenchmarkWire") || strings.HasPrefix(r.Name, "BenchmarkAPIServer") {
+			continue
+		}
+		if len(memoryUnits(r)) > 0 {
+			memory = append(memory, r)
 			continue
 		}
 		if _, ok := r.Metrics["allocs/op"]; !ok {
@@ -188,7 +199,35 @@ func Tables(results []Result, cpu string) string {
 		}
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f |\n", r.Name, r.Metrics["ns/op"], r.Metrics["B/op"], r.Metrics["allocs/op"])
 	}
+	if len(memory) > 0 {
+		b.WriteString("\n### Memory and watches\n\n| benchmark | figures |\n|---|---|\n")
+		for _, r := range memory {
+			var figures []string
+			for _, unit := range memoryUnits(r) {
+				figures = append(figures, strconv.FormatFloat(r.Metrics[unit], 'f', -1, 64)+" "+unit)
+			}
+			fmt.Fprintf(&b, "| %s | %s |\n", r.Name, strings.Join(figures, ", "))
+		}
+	}
 	return b.String()
+}
+
+// memoryUnits are the metrics of a memory benchmark (what it holds per
+// object, and what that costs the API server), in a fixed order; none for
+// any other benchmark. Its time per op is the time to fill its caches, not
+// a figure.
+func memoryUnits(r Result) []string {
+	order := []string{"heap-B/pod", "rss-B/pod", "B/pod", "B/service", "MiB-total", "idle-rss-MiB", "rss-MiB", "pod-watches", "apiserver-cpu-s", "sent-MiB"}
+	var units []string
+	for _, unit := range order {
+		if _, ok := r.Metrics[unit]; ok {
+			units = append(units, unit)
+		}
+	}
+	if !slices.ContainsFunc(units, func(u string) bool { return strings.HasSuffix(u, "B/pod") || u == "B/service" }) {
+		return nil
+	}
+	return units
 }
 
 func orUnknown(s string) string {

@@ -12,24 +12,34 @@ const sample = `goos: linux
 cpu: AMD EPYC
 BenchmarkHandler/containers=5/fast-2         	   25526	     47866 ns/op	  48.41 MB/s	    5290 B/op	     142 allocs/op
 BenchmarkWire/saturation/noop/round=1-2 	       1	5000000000 ns/op	 18000 req/s	 0.40 p50-ms	 1.00 p99-ms	 2.0 p999-ms	 0 errors	 50 cpu-ms/1k-req	 40 peak-MiB
+BenchmarkWire/saturation/noop-one-pass/round=1-2 	       1	5000000000 ns/op	 20250 req/s	 0.40 p50-ms	 1.00 p99-ms	 2.0 p999-ms	 0 errors	 45 cpu-ms/1k-req	 40 peak-MiB
 BenchmarkWire/saturation/svcguard/round=1-2 	       1	5000000000 ns/op	 16200 req/s	 0.50 p50-ms	 1.10 p99-ms	 2.2 p999-ms	 0 errors	 60 cpu-ms/1k-req	 60 peak-MiB
 BenchmarkWire/rate=1000/noop/round=1-2 	       1	3000000000 ns/op	 1000 req/s	 0.30 p50-ms	 0.50 p99-ms	 1.0 p999-ms	 0 errors	 50 cpu-ms/1k-req	 40 peak-MiB
 BenchmarkWire/rate=1000/svcguard/round=1-2 	       1	3000000000 ns/op	 1000 req/s	 0.32 p50-ms	 0.55 p99-ms	 1.1 p999-ms	 0 errors	 55 cpu-ms/1k-req	 60 peak-MiB
 BenchmarkAPIServerPodCreate/none/round=1-2 	       1	1 ns/op	 7.0 p50-ms	 9.0 p99-ms	 200 requests
 BenchmarkAPIServerPodCreate/svcguard/round=1-2 	       1	1 ns/op	 9.5 p50-ms	 12.0 p99-ms	 200 requests
+BenchmarkLeaderPodMemory-2 	       1	2157165924 ns/op	       188.1 B/pod	        17.94 MiB-total	1 B/op	2 allocs/op
+BenchmarkServiceCacheMemory-2   	       1	  84560417 ns/op	       333.0 B/service
+BenchmarkLeaderPerPod-2 	       1	 1 ns/op	 190.5 heap-B/pod	 410.2 rss-B/pod	 1 pod-watches	 1.25 apiserver-cpu-s	 30.5 sent-MiB
 `
 
 func TestTablesReportMeansAndRatiosOfTheRuns(t *testing.T) {
 	results, cpu, err := Parse(strings.NewReader(sample))
 	require.NoError(t, err)
 	assert.Equal(t, "AMD EPYC", cpu)
-	require.Len(t, results, 7)
+	require.Len(t, results, 11)
 	out := Tables(results, cpu)
 	assert.Contains(t, out, "| saturation | svcguard | 16200 | 0.50 | 1.10 | 2.20 | 60 | 60 |")
 	assert.Contains(t, out, "| saturation | 0.90 | 1.10x |", "throughput and p99 ratios")
+	assert.Contains(t, out, "| saturation | noop-one-pass | 20250 |")
+	assert.Contains(t, out, "svcguard's throughput at saturation is **0.80**", "against the ceiling of svcguard's own stack")
 	assert.Contains(t, out, "| 1000 | 1.00 | 1.10x |")
 	assert.Contains(t, out, "| svcguard | 9.50 | 12.00 | +2.50 ms |", "the latency added over no admission")
 	assert.Contains(t, out, "| BenchmarkHandler/containers=5/fast | 47866 | 5290 | 142 |")
+	assert.NotContains(t, out, "| BenchmarkLeaderPodMemory | 2157165924", "a memory benchmark's time is not a figure")
+	assert.Contains(t, out, "| BenchmarkLeaderPodMemory | 188.1 B/pod, 17.94 MiB-total |")
+	assert.Contains(t, out, "| BenchmarkServiceCacheMemory | 333 B/service |")
+	assert.Contains(t, out, "| BenchmarkLeaderPerPod | 190.5 heap-B/pod, 410.2 rss-B/pod, 1 pod-watches, 1.25 apiserver-cpu-s, 30.5 sent-MiB |")
 }
 
 func TestReplaceRewritesOnlyTheGeneratedSection(t *testing.T) {

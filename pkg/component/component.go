@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/svcguard/svcguard/pkg/podwatch"
 )
 
 // Webhook is one admission endpoint that svcguard serves.
@@ -74,6 +76,10 @@ type Dependencies struct {
 	// Start runs r (informer caches, say) for as long as the server runs, on
 	// every replica.
 	Start func(r manager.Runnable) error
+	// Pods is the replica's one watch of every Pod: a webhook that reads
+	// Pods registers its part of it in Build (podwatch.Register), never an
+	// informer of its own. The server runs it when any part is registered.
+	Pods *podwatch.Watch
 }
 
 // CreateRequest is a CREATE of a core/v1 object of kind (its resource in the

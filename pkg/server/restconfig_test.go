@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/rest"
 )
 
 // TestRESTConfigIsNotRateLimitedWhicheverWayItIsFound: a --kubeconfig used to
@@ -30,4 +31,12 @@ current-context: c
 	for name, cfg := range map[string]float32{"--kubeconfig": byFlag.QPS, "$KUBECONFIG": byEnv.QPS} {
 		assert.Equal(t, float32(-1), cfg, "QPS of the config found by %s: -1 turns client-side rate limiting off", name)
 	}
+}
+
+func TestTheClientsetSpeaksProtobufAndStillAcceptsJSON(t *testing.T) {
+	cfg := &rest.Config{Host: "https://127.0.0.1:6443"}
+	got := protobuf(cfg)
+	assert.Equal(t, "application/vnd.kubernetes.protobuf", got.ContentType)
+	assert.Equal(t, "application/vnd.kubernetes.protobuf,application/json", got.AcceptContentTypes, "JSON stays acceptable, for what has no protobuf form")
+	assert.Empty(t, cfg.ContentType, "the manager's config is left as it was")
 }

@@ -37,8 +37,10 @@ import (
 	"github.com/svcguard/svcguard/pkg/leader"
 	"github.com/svcguard/svcguard/pkg/metrics"
 	"github.com/svcguard/svcguard/pkg/options"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 	"github.com/svcguard/svcguard/pkg/readiness"
 	"github.com/svcguard/svcguard/pkg/redact"
+	"github.com/svcguard/svcguard/pkg/review"
 	"github.com/svcguard/svcguard/pkg/version"
 )
 
@@ -90,7 +92,7 @@ func New(opts *options.Server) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	clientset, err := kubernetes.NewForConfig(restConfig)
+	clientset, err := kubernetes.NewForConfig(protobuf(restConfig))
 	if err != nil {
 		return nil, fmt.Errorf("cannot build a Kubernetes client: %w", err)
 	}
@@ -140,6 +142,12 @@ func New(opts *options.Server) (*Server, error) {
 	if err := mgr.Add(elector); err != nil {
 		return nil, fmt.Errorf("cannot start the leader election: %w", err)
 	}
+	// One watch of every Pod for every webhook that reads Pods; it starts
+	// only if one registers a part.
+	pods := podwatch.New(clientset)
+	if err := mgr.Add(pods); err != nil {
+		return nil, fmt.Errorf("cannot start the Pod watch: %w", err)
+	}
 
 	// A never-started controller-runtime webhook server is the registry of
 	// handlers: Register wraps each in controller-runtime's webhook metrics
@@ -171,6 +179,7 @@ func New(opts *options.Server) (*Server, error) {
 			AuditInterval: opts.AuditInterval,
 			OwnNamespace:  own,
 			Start:         mgr.Add,
+			Pods:          pods,
 		},
 	}, nil
 }
@@ -189,7 +198,9 @@ func (s *Server) Add(b component.Built) {
 // Register serves w on its path, wrapped with the common metrics, logging and
 // panic recovery, and makes readiness aware of it.
 func (s *Server) Register(w component.Webhook) {
-	s.hooks.Register(w.Path, &webhook.Admission{
+	// review.Handler reads a well-formed review in one pass and leaves any
+	// other request to controller-runtime's webhook, which decides both.
+	s.hooks.Register(w.Path, review.Handler{Webhook: &webhook.Admission{
 		Handler:         instrumented{name: w.Name, handler: w.Handler},
 		WithContextFunc: s.selfTest.Context,
 		// controller-runtime logs decoder errors, which quote what a client
@@ -197,7 +208,7 @@ func (s *Server) Register(w component.Webhook) {
 		LogConstructor: func(base logr.Logger, req *admission.Request) logr.Logger {
 			return redact.Logger(admission.DefaultLogConstructor(base, req))
 		},
-	})
+	}})
 	s.webhooks = append(s.webhooks, w)
 	if w.Off {
 		s.log.Info("webhook is off by its settings; it admits every request unchanged", "webhook", w.Name, "path", w.Path)
@@ -359,6 +370,18 @@ func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = -1, 0
 	return cfg, nil
+}
+
+// protobuf is cfg speaking protobuf, for the typed clientset that carries
+// the Pod watch and every other read of built-in objects: the API server
+// encodes a Pod list or watch event in protobuf with less CPU and fewer
+// bytes than JSON, and svcguard decodes it with less (docs/performance.md
+// has the figures).
+func protobuf(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.ContentType = runtime.ContentTypeProtobuf
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	return c
 }
 
 // metricsOptions serves /metrics over plain HTTP, or, with --metrics-secure,

@@ -82,7 +82,7 @@ func (e *Environment) StartControllerManager(ctx context.Context, log io.Writer)
 // not answering /readyz. The restarted process stays the harness's: Stop
 // ends it.
 func (e *Environment) RestartAPIServer(ctx context.Context) (time.Duration, error) {
-	pid, err := e.apiServerPID()
+	pid, err := e.APIServerPID()
 	if err != nil {
 		return 0, err
 	}
@@ -134,8 +134,9 @@ func (e *Environment) apiServerReady(ctx context.Context) error {
 	return cs.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 }
 
-// apiServerPID finds the kube-apiserver this process runs.
-func (e *Environment) apiServerPID() (int, error) {
+// APIServerPID finds the kube-apiserver this process runs (benchmarks
+// read its CPU time).
+func (e *Environment) APIServerPID() (int, error) {
 	if n := len(e.restarted); n > 0 {
 		return e.restarted[n-1].PID(), nil
 	}

@@ -78,9 +78,10 @@ func hasPair(pairs []string, name, value string) bool {
 }
 
 // SumSamples parses a /metrics answer in the Prometheus text format and
-// returns the sum of the samples of counter or gauge name whose labels
-// include every name, value pair given, and whether any matched: a test of
-// a process reads its counters with it.
+// returns the sum of the samples of counter or gauge name (of a histogram:
+// the sum of its observations) whose labels include every name, value pair
+// given, and whether any matched: a test of a process reads its counters
+// with it.
 func SumSamples(t testing.TB, text, name string, labelPairs ...string) (float64, bool) {
 	t.Helper()
 	sum, found, err := sumSamples(text, name, labelPairs...)
@@ -113,7 +114,7 @@ series:
 			}
 		}
 		found = true
-		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue() + m.GetHistogram().GetSampleSum()
 	}
 	return sum, found, nil
 }

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,12 +33,13 @@ import (
 
 var (
 	env *testenv.Environment
-	// svcguard and noop are the two webhooks under load.
-	svcguard *testenv.Process
-	noop     *exec.Cmd
+	// svcguard and noop are the two webhooks under load; onePass is noop
+	// reading reviews as svcguard does (pkg/review), at saturation only.
+	svcguard      *testenv.Process
+	noop, onePass *exec.Cmd
 	// svcguardAddr and noopAddr are where they listen; pprofAddr serves
 	// svcguard's /debug/pprof.
-	svcguardAddr, noopAddr, pprofAddr, noopPprofAddr string
+	svcguardAddr, noopAddr, pprofAddr, noopPprofAddr, onePassAddr, onePassPprofAddr string
 )
 
 // serviceHost is what svcguard injects.
@@ -104,26 +104,33 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer svcguard.Kill()
-	if noopAddr, err = testenv.FreeAddress(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if noopPprofAddr, err = testenv.FreeAddress(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	noop = exec.Command(noopBinary, "--bind="+noopAddr, "--cert-dir="+env.CertDir, "--pprof-bind-address="+noopPprofAddr)
-	noop.Stderr = os.Stderr
-	if err := noop.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting hack/noop:", err)
-		return 1
-	}
-	defer func() { _ = noop.Process.Kill(); _ = noop.Wait() }()
-	wait, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := env.WaitTLS(wait, noopAddr); err != nil {
-		fmt.Fprintln(os.Stderr, "hack/noop never served:", err)
-		return 1
+	for _, n := range []struct {
+		cmd         **exec.Cmd
+		addr, pprof *string
+		args        []string
+	}{{&noop, &noopAddr, &noopPprofAddr, nil}, {&onePass, &onePassAddr, &onePassPprofAddr, []string{"--one-pass"}}} {
+		if *n.addr, err = testenv.FreeAddress(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if *n.pprof, err = testenv.FreeAddress(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cmd := exec.Command(noopBinary, append([]string{"--bind=" + *n.addr, "--cert-dir=" + env.CertDir, "--pprof-bind-address=" + *n.pprof}, n.args...)...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "starting hack/noop:", err)
+			return 1
+		}
+		*n.cmd = cmd
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		wait, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := env.WaitTLS(wait, *n.addr); err != nil {
+			fmt.Fprintln(os.Stderr, "hack/noop never served:", err)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -155,25 +162,6 @@ func podReview(n int) ([]byte, error) {
 			Object: runtime.RawExtension{Raw: raw},
 		},
 	})
-}
-
-// cpuSeconds is the user and system CPU time process pid has used.
-func cpuSeconds(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The fields after the command name, which is in parentheses and may hold spaces.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, err := strconv.ParseFloat(fields[11], 64)
-	if err != nil {
-		return 0, err
-	}
-	stime, err := strconv.ParseFloat(fields[12], 64)
-	if err != nil {
-		return 0, err
-	}
-	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
 }
 
 // settle waits a moment between runs, so that one run's garbage collection

@@ -13,7 +13,7 @@ import (
 )
 
 func TestAuditFindingsUseTheGuardsRules(t *testing.T) {
-	v, tr := newIndexerView()
+	v := newIndexerView(t)
 	for _, s := range []*corev1.Service{
 		fixtures.Service("a", "ok", fixtures.Port("http", 80, 31000)),
 		fixtures.Service("a", "reserved", fixtures.Port("http", 80, 30105)),
@@ -21,7 +21,7 @@ func TestAuditFindingsUseTheGuardsRules(t *testing.T) {
 		fixtures.Service("b", "db", fixtures.Annotation(PinAnnotation, "pg=31500"), fixtures.Port("pg", 5432, 31501)),
 		fixtures.Service("c", "squatter", fixtures.Port("http", 80, 30445)),
 	} {
-		add(t, v.services, tr.service, s)
+		v.addService(t, s)
 	}
 	a := NewAudit(testGuard(), v.caches(), nil, nil, time.Minute, logr.Discard())
 	got := map[string][]string{}
@@ -39,7 +39,7 @@ func TestAuditFindingsUseTheGuardsRules(t *testing.T) {
 // TestAuditReportsPinConflicts: the audit reports every annotation pin that
 // loses a conflict, and only those, on the Service that carries it.
 func TestAuditReportsPinConflicts(t *testing.T) {
-	v, tr := newIndexerView()
+	v := newIndexerView(t)
 	for _, s := range []*corev1.Service{
 		fixtures.Service("default", "pinned", fixtures.Port("http", 80, 30446)),
 		fixtures.Service("tenant", "squatter", fixtures.Annotation(PinAnnotation, "http=30446"), fixtures.Port("http", 80, 31001)),
@@ -52,7 +52,7 @@ func TestAuditReportsPinConflicts(t *testing.T) {
 		fixtures.Service("f", "squat", fixtures.Port("http", 80, 31700)),
 		fixtures.Service("g", "dangling", fixtures.Annotation(PinAnnotation, "metrics=31800"), fixtures.Port("http", 80, 31900)),
 	} {
-		add(t, v.services, tr.service, s)
+		v.addService(t, s)
 	}
 	a := NewAudit(testGuard(), v.caches(), nil, nil, time.Minute, logr.Discard())
 	got := map[string]string{}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/svcguard/svcguard/pkg/podwatch"
 	"github.com/svcguard/svcguard/pkg/slim"
 )
 
@@ -24,11 +24,10 @@ const (
 	hostPortIndex = "hostPort"
 )
 
-// slimPod is all the cache keeps of a Pod: its name and the hostPorts it
-// uses inside the nodePort range (none for almost every Pod).
-type slimPod struct {
-	slim.Key
-	hostPorts []protoPort
+// hostPorts is all the node-port guard keeps of a Pod: the hostPorts it
+// uses inside the nodePort range. Almost every Pod has none, and keeps nil.
+type hostPorts struct {
+	ports []protoPort
 }
 
 // slimService is all the cache keeps of a Service: its name, its ports
@@ -87,25 +86,24 @@ type transforms struct {
 	names     slim.Interner
 }
 
-// pod keeps a Pod's key and its hostPorts inside the nodePort range.
-func (t *transforms) pod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil // a cache.DeletedFinalStateUnknown tombstone carries its last slim state
-	}
-	out := &slimPod{Key: slim.Key{Namespace: t.names.Intern(pod.Namespace), Name: pod.Name}}
+// pod keeps a Pod's hostPorts inside the nodePort range; nil for none.
+func (t *transforms) pod(pod *corev1.Pod) *hostPorts {
+	var out *hostPorts
 	add := func(cs []corev1.Container) {
 		for _, c := range cs {
 			for _, p := range c.Ports {
 				if p.HostPort != 0 && t.nodePorts.Contains(p.HostPort) {
-					out.hostPorts = append(out.hostPorts, protoPort{protocol(p.Protocol), p.HostPort})
+					if out == nil {
+						out = &hostPorts{}
+					}
+					out.ports = append(out.ports, protoPort{protocol(p.Protocol), p.HostPort})
 				}
 			}
 		}
 	}
 	add(pod.Spec.InitContainers)
 	add(pod.Spec.Containers)
-	return out, nil
+	return out
 }
 
 // protocol returns the shared constant for a protocol (TCP when empty), so
@@ -154,18 +152,13 @@ func (t *transforms) service(obj any) (any, error) {
 	return out, nil
 }
 
-func podIndexers() cache.Indexers {
-	return cache.Indexers{hostPortIndex: func(obj any) ([]string, error) {
-		pod, ok := obj.(*slimPod)
-		if !ok {
-			return nil, nil
-		}
-		keys := make([]string, 0, len(pod.hostPorts))
-		for _, p := range pod.hostPorts {
-			keys = append(keys, p.key())
-		}
-		return keys, nil
-	}}
+// hostPortKeys are the index keys of a Pod's hostPorts.
+func hostPortKeys(h *hostPorts) []string {
+	keys := make([]string, 0, len(h.ports))
+	for _, p := range h.ports {
+		keys = append(keys, p.key())
+	}
+	return keys
 }
 
 func serviceIndexers() cache.Indexers {
@@ -198,8 +191,9 @@ func serviceIndexers() cache.Indexers {
 // range, indexed so that one decision costs
 // O(ports), never a scan of the cluster. They implement View.
 type Caches struct {
-	pods, services indexed
-	informers      []cache.SharedIndexInformer
+	pods     podwatch.Part[hostPorts]
+	services indexed
+	informer cache.SharedIndexInformer // nil when tests hand a plain store
 }
 
 // indexed is what a decision reads of an informer.
@@ -208,32 +202,45 @@ type indexed interface {
 	HasSynced() bool
 }
 
-// NewCaches builds the informers on client; Start runs them.
-func NewCaches(client kubernetes.Interface, nodePorts Range) (*Caches, error) {
-	t := &transforms{nodePorts: nodePorts}
-	pods := cache.NewSharedIndexInformer(
-		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "pods", metav1.NamespaceAll, fields.Everything()),
-		&corev1.Pod{}, 0, podIndexers())
+// NewCaches builds the Service informer on client and registers the
+// guard's part of pods, the replica's shared Pod watch; Start runs the
+// Service informer (the server runs pods).
+func NewCaches(client kubernetes.Interface, pods *podwatch.Watch, nodePorts Range) (*Caches, error) {
 	services := cache.NewSharedIndexInformer(
 		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "services", metav1.NamespaceAll, fields.Everything()),
 		&corev1.Service{}, 0, serviceIndexers())
-	if err := pods.SetTransform(t.pod); err != nil {
-		return nil, fmt.Errorf("pod cache: %w", err)
+	c, err := newCaches(pods, services, nodePorts)
+	if err != nil {
+		return nil, err
 	}
-	if err := services.SetTransform(t.service); err != nil {
-		return nil, fmt.Errorf("service cache: %w", err)
-	}
-	return &Caches{pods: pods, services: services, informers: []cache.SharedIndexInformer{pods, services}}, nil
+	c.informer = services
+	return c, nil
 }
 
-// Start runs the informers until ctx ends. Every replica runs them: the
-// webhook needs them whether or not the replica leads.
-func (c *Caches) Start(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, inf := range c.informers {
-		wg.Go(func() { inf.Run(ctx.Done()) })
+// newCaches registers the guard's part of pods and reads Services from services.
+func newCaches(pods *podwatch.Watch, services indexed, nodePorts Range) (*Caches, error) {
+	t := &transforms{nodePorts: nodePorts}
+	part, err := podwatch.Register(pods, Name, t.pod)
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
+	if err := part.Index(hostPortIndex, hostPortKeys); err != nil {
+		return nil, fmt.Errorf("node-port guard: pod cache: %w", err)
+	}
+	if inf, ok := services.(cache.SharedIndexInformer); ok {
+		if err := inf.SetTransform(t.service); err != nil {
+			return nil, fmt.Errorf("node-port guard: service cache: %w", err)
+		}
+	}
+	return &Caches{pods: part, services: services}, nil
+}
+
+// Start runs the Service informer until ctx ends. Every replica runs it:
+// the webhook needs it whether or not the replica leads.
+func (c *Caches) Start(ctx context.Context) error {
+	if c.informer != nil {
+		c.informer.RunWithContext(ctx)
+	}
 	return nil
 }
 
@@ -262,7 +269,7 @@ func (c *Caches) OnServiceChange(f func()) (stop func(), err error) {
 
 // Synced implements View.
 func (c *Caches) Synced() bool {
-	return c.pods.HasSynced() && c.services.HasSynced()
+	return c.pods.Synced() && c.services.HasSynced()
 }
 
 // AnnotationPins implements View.
@@ -305,11 +312,10 @@ func (c *Caches) servicesAt(nodePort int32) []*slimService {
 
 // HostPortPods implements View.
 func (c *Caches) HostPortPods(nodePort int32, protocol corev1.Protocol) []string {
-	objs, _ := c.pods.GetIndexer().ByIndex(hostPortIndex, protoPort{protocol, nodePort}.key())
-	names := make([]string, 0, len(objs))
-	for _, obj := range objs {
-		pod := obj.(*slimPod)
-		names = append(names, pod.String())
-	}
+	var names []string
+	// The index is the guard's own, so ByIndex cannot fail.
+	_ = c.pods.ByIndex(hostPortIndex, protoPort{protocol, nodePort}.key(), func(r *podwatch.Record, _ *hostPorts) {
+		names = append(names, r.Key())
+	})
 	return names
 }

@@ -253,6 +253,9 @@ func annotationPins(svc *corev1.Service) (map[PortRef]int32, error) {
 // pinsOnPorts returns the pins that name a port svc has: a pin on a port
 // the Service lacks pins nothing.
 func pinsOnPorts(svc *corev1.Service, pins map[PortRef]int32) map[PortRef]int32 {
+	if len(pins) == 0 {
+		return nil // read only: a nil map reads as empty, and costs nothing
+	}
 	out := make(map[PortRef]int32, len(pins))
 	for ref, n := range pins {
 		if hasPort(svc, ref.Port) {
@@ -315,6 +318,9 @@ func (a Admins) Match(user string, groups []string) string {
 
 // sortRefs sorts refs by namespace, name and port.
 func sortRefs(refs []PortRef) {
+	if len(refs) < 2 {
+		return // sort.Slice allocates even for nothing to sort
+	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
 }
 

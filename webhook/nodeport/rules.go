@@ -329,11 +329,21 @@ func joinRefs(refs []PortRef) string {
 	return strings.Join(slices.Compact(sortedRefs(refs)), ", ")
 }
 
+// serviceKey formats as a Service's "namespace/name". Being one pointer, it
+// is passed to fmt without allocating, and the string is built only when a
+// message is.
+type serviceKey struct{ svc *corev1.Service }
+
+// String is "namespace/name".
+func (k serviceKey) String() string {
+	return k.svc.Namespace + "/" + k.svc.Name
+}
+
 // Judge decides a Service CREATE or UPDATE.
 func (g *Guard) Judge(r Review) Verdict {
 	var v Verdict
 	svc := r.New
-	key := svc.Namespace + "/" + svc.Name
+	key := serviceKey{svc} // written only into messages, so built only for them
 	admin := g.Admins.Match(r.User, r.Groups)
 	if g.RestrictPinAnnotation && admin == "" && pinAnnotationChanged(r.Old, svc) {
 		v.Denials = append(v.Denials, fmt.Sprintf("%s: annotation %s denied: on this cluster only node-port admins (--node-port-admins) "+
@@ -388,7 +398,8 @@ func (g *Guard) Judge(r Review) Verdict {
 			claim(p)
 		}
 	} else {
-		pairs, removed, added := matchPorts(r.Old.Spec.Ports, svc.Spec.Ports)
+		var held [4]portPair // most Services have a port or two: the pairs stay on the stack
+		pairs, removed, added := matchPorts(r.Old.Spec.Ports, svc.Spec.Ports, held[:0])
 		var released []string
 		for _, p := range removed {
 			if p.NodePort != 0 {
@@ -608,10 +619,10 @@ type portPair struct{ old, new corev1.ServicePort }
 // protocol); a Service with one port before and after pairs that port
 // whatever its name and number. The API server keeps an omitted nodePort only
 // for a port of the same name, so a rename that re-allocates the nodePort is
-// caught as a reassignment by this matching.
-func matchPorts(old, cur []corev1.ServicePort) (pairs []portPair, removed, added []corev1.ServicePort) {
+// caught as a reassignment by this matching. Pairs are appended to pairs.
+func matchPorts(old, cur []corev1.ServicePort, pairs []portPair) (_ []portPair, removed, added []corev1.ServicePort) {
 	if len(old) == 1 && len(cur) == 1 {
-		return []portPair{{old[0], cur[0]}}, nil, nil
+		return append(pairs, portPair{old[0], cur[0]}), nil, nil
 	}
 	usedOld, usedNew := make([]bool, len(old)), make([]bool, len(cur))
 	match := func(same func(o, n corev1.ServicePort) bool) {

@@ -32,7 +32,7 @@ func Build(o *Options, deps component.Dependencies) (component.Built, error) {
 	}
 	metrics.PinsInDynamicBand.Set(float64(len(dynamic)))
 
-	caches, err := NewCaches(deps.Client, guard.Range)
+	caches, err := NewCaches(deps.Client, deps.Pods, guard.Range)
 	if err != nil {
 		return component.Built{}, err
 	}

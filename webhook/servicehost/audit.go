@@ -18,6 +18,7 @@ import (
 
 	"github.com/svcguard/svcguard/pkg/audit"
 	"github.com/svcguard/svcguard/pkg/metrics"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 	"github.com/svcguard/svcguard/pkg/slim"
 )
 
@@ -30,11 +31,12 @@ const (
 	BlockedReason = "ServiceHostRemediationBlocked"
 )
 
-// auditedPod is all the audit keeps of a Pod: its key, creation time,
-// controller kind and the facts Missed needs (the namespace's opt-out is
-// looked up when judging, as it can change after the Pod).
+// auditedPod is all the audit keeps of a Pod that Missed would report
+// unless its namespace opted out (of any other Pod it keeps nothing): its
+// creation time, controller kind and the facts Missed needs (the
+// namespace's opt-out is looked up when judging, as it can change after the
+// Pod). The Pod's key is its podwatch.Record's.
 type auditedPod struct {
-	slim.Key
 	created int64 // Unix seconds
 	owner   OwnerKind
 	facts   podFacts
@@ -66,37 +68,33 @@ type auditedNamespace struct {
 	optedOut bool
 }
 
-// candidateIndex indexes the Pods that Missed would report unless their
-// Namespace opted out, so that a pass reads those only, never all Pods.
+// candidateIndex indexes the Pods the audit keeps (candidates), so that a
+// pass reads those only, never all Pods.
 const candidateIndex = "missedCandidate"
 
 // auditTransforms turn API objects into what the audit keeps.
 type auditTransforms struct{ names slim.Interner }
 
-func (t *auditTransforms) pod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil // a tombstone carries its last slim state
-	}
-	out := &auditedPod{
-		Key:     slim.Key{Namespace: t.names.Intern(pod.Namespace), Name: pod.Name},
-		created: pod.CreationTimestamp.Unix(),
-		owner:   OwnerKindOf(pod),
-	}
+// pod keeps what the audit needs of a candidate; nil for any other Pod.
+func (t *auditTransforms) pod(pod *corev1.Pod) *auditedPod {
+	var facts podFacts
 	if OptedOut(pod.Labels) {
-		out.facts |= factOptedOut
+		facts |= factOptedOut
 	}
 	if SetsServiceVar(pod) {
-		out.facts |= factSetsServiceVar
+		facts |= factSetsServiceVar
 	}
 	// A finished or terminating Pod runs no new clients: nothing to report or evict.
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
-		out.facts |= factFinished
+		facts |= factFinished
 	}
 	if _, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
-		out.facts |= factMirror
+		facts |= factMirror
 	}
-	return out, nil
+	if !Missed(facts.with(false)) {
+		return nil
+	}
+	return &auditedPod{created: pod.CreationTimestamp.Unix(), owner: OwnerKindOf(pod), facts: facts}
 }
 
 func (t *auditTransforms) namespace(obj any) (any, error) {
@@ -107,14 +105,21 @@ func (t *auditTransforms) namespace(obj any) (any, error) {
 	return &auditedNamespace{Key: slim.Key{Name: t.names.Intern(ns.Name)}, optedOut: OptedOut(ns.Labels)}, nil
 }
 
-func candidateIndexers() cache.Indexers {
-	return cache.Indexers{candidateIndex: func(obj any) ([]string, error) {
-		p, ok := obj.(*auditedPod)
-		if !ok || !Missed(p.facts.with(false)) {
-			return nil, nil
-		}
-		return []string{"yes"}, nil
-	}}
+// candidateKeys indexes every candidate under one key.
+func candidateKeys(*auditedPod) []string {
+	return []string{"yes"}
+}
+
+// registerCandidates registers the audit's part of pods and its index.
+func registerCandidates(pods *podwatch.Watch, t *auditTransforms) (podwatch.Part[auditedPod], error) {
+	part, err := podwatch.Register(pods, Name+"-audit", t.pod)
+	if err != nil {
+		return part, fmt.Errorf("missed-injection audit: %w", err)
+	}
+	if err := part.Index(candidateIndex, candidateKeys); err != nil {
+		return part, fmt.Errorf("missed-injection audit: pod cache: %w", err)
+	}
+	return part, nil
 }
 
 // AuditOptions configure the missed-injection audit.
@@ -143,7 +148,8 @@ type Audit struct {
 	log      logr.Logger
 	limiter  *rate.Limiter
 
-	pods, namespaces cache.SharedIndexInformer
+	pods       podwatch.Part[auditedPod]
+	namespaces cache.SharedIndexInformer
 	// reported holds the keys already given an Event this term, so that each
 	// missed Pod is reported once, not once per pass.
 	reported map[string]bool
@@ -151,18 +157,17 @@ type Audit struct {
 	blocked map[string]bool
 }
 
-// NewAudit builds the audit's informers on client.
-func NewAudit(client kubernetes.Interface, recorder events.EventRecorder, opts AuditOptions, log logr.Logger) (*Audit, error) {
+// NewAudit registers the audit's part of pods, the replica's shared Pod
+// watch, and builds its Namespace informer on client.
+func NewAudit(client kubernetes.Interface, pods *podwatch.Watch, recorder events.EventRecorder, opts AuditOptions, log logr.Logger) (*Audit, error) {
 	t := &auditTransforms{}
-	pods := cache.NewSharedIndexInformer(
-		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "pods", metav1.NamespaceAll, fields.Everything()),
-		&corev1.Pod{}, 0, candidateIndexers())
+	part, err := registerCandidates(pods, t)
+	if err != nil {
+		return nil, err
+	}
 	namespaces := cache.NewSharedIndexInformer(
 		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "namespaces", metav1.NamespaceAll, fields.Everything()),
 		&corev1.Namespace{}, 0, cache.Indexers{})
-	if err := pods.SetTransform(t.pod); err != nil {
-		return nil, fmt.Errorf("missed-injection audit: pod cache: %w", err)
-	}
 	if err := namespaces.SetTransform(t.namespace); err != nil {
 		return nil, fmt.Errorf("missed-injection audit: namespace cache: %w", err)
 	}
@@ -173,16 +178,16 @@ func NewAudit(client kubernetes.Interface, recorder events.EventRecorder, opts A
 	return &Audit{
 		opts: opts, client: client, recorder: recorder, log: log,
 		limiter: rate.NewLimiter(rate.Limit(float64(opts.RatePerMinute)/60), burst),
-		pods:    pods, namespaces: namespaces,
+		pods:    part, namespaces: namespaces,
 	}, nil
 }
 
 // Start runs passes every interval until ctx (the leader's term) ends.
 func (a *Audit) Start(ctx context.Context) error {
 	defer metrics.PodsMissingServiceHost.Set(0) // only the leader reports
-	go a.pods.RunWithContext(ctx)
+	// The Pod watch runs on every replica; the Namespace informer for the term.
 	go a.namespaces.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), a.pods.HasSynced, a.namespaces.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), a.pods.Synced, a.namespaces.HasSynced) {
 		return nil // the term ended first
 	}
 	a.reported, a.blocked = map[string]bool{}, map[string]bool{}
@@ -192,8 +197,14 @@ func (a *Audit) Start(ctx context.Context) error {
 
 // pass judges every candidate once.
 func (a *Audit) pass(ctx context.Context) {
-	candidates, err := a.pods.GetIndexer().ByIndex(candidateIndex, "yes")
-	if err != nil {
+	type candidate struct {
+		r *podwatch.Record
+		p *auditedPod
+	}
+	var candidates []candidate
+	if err := a.pods.ByIndex(candidateIndex, "yes", func(r *podwatch.Record, p *auditedPod) {
+		candidates = append(candidates, candidate{r, p})
+	}); err != nil {
 		a.log.Error(err, "missed-injection audit cannot read its cache")
 		return
 	}
@@ -202,13 +213,13 @@ func (a *Audit) pass(ctx context.Context) {
 	// and must not cost unbounded API calls.
 	attemptsLeft := max(10, a.opts.RatePerMinute)
 	seen := make(map[string]bool, len(candidates))
-	for _, obj := range candidates {
-		p := obj.(*auditedPod)
-		if !Missed(p.facts.with(a.namespaceOptedOut(p.Namespace))) {
+	for _, c := range candidates {
+		r, p := c.r, c.p
+		if !Missed(p.facts.with(a.namespaceOptedOut(r.Namespace()))) {
 			continue
 		}
 		missing++
-		key := p.String()
+		key := r.Key()
 		seen[key] = true
 		switch {
 		case a.reported[key]:
@@ -216,17 +227,17 @@ func (a *Audit) pass(ctx context.Context) {
 			deferred++
 		default:
 			reportsLeft--
-			if a.report(ctx, p) {
+			if a.report(ctx, r, p) {
 				a.reported[key] = true
 			}
 		}
 		// Evict only what was reported: every eviction follows its Event. The rate counts evictions
 		// made: one a budget refused gives its turn back, so that a held Pod cannot starve the others.
 		// (A reservation cannot be given back once due, so the token is taken after the eviction.)
-		if a.reported[key] && a.opts.Remediate && Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) &&
+		if a.reported[key] && a.opts.Remediate && Remediable(p.owner, r.Namespace(), a.opts.OwnNamespace) &&
 			attemptsLeft > 0 && a.limiter.Tokens() >= 1 {
 			attemptsLeft--
-			if a.remediate(ctx, p) {
+			if a.remediate(ctx, r) {
 				a.limiter.Allow()
 			}
 		}
@@ -251,24 +262,24 @@ func (a *Audit) namespaceOptedOut(name string) bool {
 
 // fresh reads the Pod from the API server and confirms it is still missed:
 // Events and evictions act on the live object, never on a stale cache.
-func (a *Audit) fresh(ctx context.Context, p *auditedPod) (*corev1.Pod, bool) {
-	pod, err := a.client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+func (a *Audit) fresh(ctx context.Context, p *podwatch.Record) (*corev1.Pod, bool) {
+	pod, err := a.client.CoreV1().Pods(p.Namespace()).Get(ctx, p.Name(), metav1.GetOptions{})
 	if err != nil {
 		if !apierrors.IsNotFound(err) {
-			a.log.Error(err, "missed-injection audit cannot read the Pod", "pod", p.String())
+			a.log.Error(err, "missed-injection audit cannot read the Pod", "pod", p.Key())
 		}
 		return nil, false
 	}
 	return pod, !SetsServiceVar(pod) && !OptedOut(pod.Labels)
 }
 
-func (a *Audit) report(ctx context.Context, p *auditedPod) bool {
-	pod, missed := a.fresh(ctx, p)
+func (a *Audit) report(ctx context.Context, r *podwatch.Record, p *auditedPod) bool {
+	pod, missed := a.fresh(ctx, r)
 	if !missed {
 		return false
 	}
 	remedy := "delete it so that it is re-created injected"
-	if Remediable(p.owner, p.Namespace, a.opts.OwnNamespace) {
+	if Remediable(p.owner, r.Namespace(), a.opts.OwnNamespace) {
 		if a.opts.Remediate {
 			remedy = "svcguard evicts it (--remediate-missed-pods) so that its controller re-creates it injected"
 		} else {
@@ -278,8 +289,8 @@ func (a *Audit) report(ctx context.Context, p *auditedPod) bool {
 	note := fmt.Sprintf("%s is not set in any container: the Pod was admitted while the service-host webhook could not answer "+
 		"(or before svcguard was installed), so it reaches the API server through the kubernetes Service; %s", HostVar, remedy)
 	a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, MissedReason, "Audit", note)
-	a.log.Info("Pod missed the service-host injection", "pod", p.String(),
-		"created", time.Unix(p.created, 0).UTC(), "remediable", Remediable(p.owner, p.Namespace, a.opts.OwnNamespace))
+	a.log.Info("Pod missed the service-host injection", "pod", r.Key(),
+		"created", time.Unix(p.created, 0).UTC(), "remediable", Remediable(p.owner, r.Namespace(), a.opts.OwnNamespace))
 	return true
 }
 
@@ -289,7 +300,7 @@ const evictTimeout = 10 * time.Second
 // remediate evicts the Pod through the eviction API, so that
 // PodDisruptionBudgets are honoured, and reports whether it did; a refused
 // eviction is tried again on a later pass.
-func (a *Audit) remediate(ctx context.Context, p *auditedPod) bool {
+func (a *Audit) remediate(ctx context.Context, p *podwatch.Record) bool {
 	pod, missed := a.fresh(ctx, p)
 	if !missed || !Remediable(OwnerKindOf(pod), pod.Namespace, a.opts.OwnNamespace) {
 		return false
@@ -307,22 +318,22 @@ func (a *Audit) remediate(ctx context.Context, p *auditedPod) bool {
 		metrics.MissedPodsEvicted.Inc()
 		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, RemediatedReason, "Evict",
 			"evicted by svcguard so that its controller re-creates it with %s", HostVar)
-		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.String())
+		a.log.Info("evicted a Pod that missed the service-host injection", "pod", p.Key())
 		return true
 	case apierrors.IsTooManyRequests(err) && apierrors.HasStatusCause(err, policyv1.DisruptionBudgetCause):
-		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.String(), "reason", err.Error())
+		a.log.Info("eviction refused by a PodDisruptionBudget; trying again on a later pass", "pod", p.Key(), "reason", err.Error())
 		// Once a term on the Pod too, where its owner looks: the budget, not svcguard, keeps it as it is.
-		if !a.blocked[p.String()] {
-			a.blocked[p.String()] = true
+		if !a.blocked[p.Key()] {
+			a.blocked[p.Key()] = true
 			a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, BlockedReason, "Evict",
 				"svcguard cannot evict it yet (%v); it tries again every audit pass, or delete the Pod yourself", err)
 		}
 	case apierrors.IsTooManyRequests(err):
-		a.log.Info("eviction throttled by the API server; trying again on a later pass", "pod", p.String(), "reason", err.Error())
+		a.log.Info("eviction throttled by the API server; trying again on a later pass", "pod", p.Key(), "reason", err.Error())
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// Gone or replaced meanwhile: nothing to do.
 	default:
-		a.log.Error(err, "cannot evict a Pod that missed the service-host injection", "pod", p.String())
+		a.log.Error(err, "cannot evict a Pod that missed the service-host injection", "pod", p.Key())
 	}
 	return false
 }

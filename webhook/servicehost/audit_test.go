@@ -1,19 +1,16 @@
 package servicehost
 
 import (
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
-	"github.com/svcguard/svcguard/pkg/benchtest"
 	"github.com/svcguard/svcguard/pkg/fixtures"
-	"github.com/svcguard/svcguard/pkg/slim"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 )
 
 func TestMissed(t *testing.T) {
@@ -88,13 +85,9 @@ func TestSetsServiceVarLooksAtEitherVariableInInitAndRegularContainers(t *testin
 }
 
 func TestAuditDoesNotReportAPodWhoseContainerSetsOnlyThePort(t *testing.T) {
-	store, tr := auditStore()
-	obj, err := tr.pod(fixtures.DeploymentPod(0, fixtures.AppendEnv(corev1.EnvVar{Name: PortVar, Value: "8443"})))
-	require.NoError(t, err)
-	require.NoError(t, store.Add(obj))
-	candidates, err := store.ByIndex(candidateIndex, "yes")
-	require.NoError(t, err)
-	assert.Empty(t, candidates, "expected no candidate: the webhook injects nothing into a container that sets the port itself")
+	w, part := auditWatch(t)
+	require.NoError(t, w.Add(fixtures.DeploymentPod(0, fixtures.AppendEnv(corev1.EnvVar{Name: PortVar, Value: "8443"}))))
+	assert.Empty(t, candidates(t, part), "expected no candidate: the webhook injects nothing into a container that sets the port itself")
 }
 
 // auditPod is fixtures.DeploymentPod(i), its container injected or not.
@@ -105,45 +98,29 @@ func auditPod(i int, injected bool) *corev1.Pod {
 	return fixtures.DeploymentPod(i)
 }
 
-func auditStore() (cache.Indexer, *auditTransforms) {
-	return cache.NewIndexer(cache.MetaNamespaceKeyFunc, candidateIndexers()), &auditTransforms{}
-}
-
-func TestAuditTransformKeepsOnlyWhatTheRulesNeed(t *testing.T) {
-	store, tr := auditStore()
-	for i, injected := range []bool{true, false} {
-		obj, err := tr.pod(auditPod(i, injected))
-		require.NoError(t, err)
-		require.NoError(t, store.Add(obj))
-	}
-	kept, ok, _ := store.GetByKey("team-1/app-1-7f9c8d6b5-x00001")
-	require.True(t, ok)
-	assert.Equal(t, &auditedPod{Key: slim.Key{Namespace: "team-1", Name: "app-1-7f9c8d6b5-x00001"}, created: 1_790_000_001, owner: ReplicaSet},
-		kept, "key, creation time, controller kind and facts; nothing else")
-	candidates, err := store.ByIndex(candidateIndex, "yes")
+// auditWatch is a plain Pod watch with the audit's part registered, as
+// NewAudit registers it.
+func auditWatch(t testing.TB) (*podwatch.Watch, podwatch.Part[auditedPod]) {
+	w := podwatch.NewStore()
+	part, err := registerCandidates(w, &auditTransforms{})
 	require.NoError(t, err)
-	assert.Equal(t, []any{kept}, candidates, "only the Pod without the variable is a candidate")
+	return w, part
 }
 
-// BenchmarkAuditCacheMemory feeds 100k synthetic Pods (1% missed) through the
-// audit's real transform and indexer and reports the heap they hold per Pod.
-func BenchmarkAuditCacheMemory(b *testing.B) {
-	const pods = 100_000
-	for b.Loop() {
-		before := benchtest.HeapAfterGC()
-		store, tr := auditStore()
-		for i := range pods {
-			obj, err := tr.pod(auditPod(i, i%100 != 0))
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := store.Add(obj); err != nil {
-				b.Fatal(err)
-			}
-		}
-		held := benchtest.HeapAfterGC() - before
-		b.ReportMetric(float64(held)/pods, "B/pod")
-		b.ReportMetric(float64(held)/(1<<20), "MiB-total")
-		runtime.KeepAlive(store)
+// candidates are the keys of the candidates the audit's index holds.
+func candidates(t testing.TB, part podwatch.Part[auditedPod]) map[string]*auditedPod {
+	out := map[string]*auditedPod{}
+	require.NoError(t, part.ByIndex(candidateIndex, "yes", func(r *podwatch.Record, p *auditedPod) { out[r.Key()] = p }))
+	return out
+}
+
+func TestAuditKeepsOnlyCandidatesAndOnlyWhatTheRulesNeed(t *testing.T) {
+	w, part := auditWatch(t)
+	for i, injected := range []bool{true, false} {
+		require.NoError(t, w.Add(auditPod(i, injected)))
 	}
+	assert.Equal(t, map[string]*auditedPod{"team-1/app-1-7f9c8d6b5-x00001": {created: 1_790_000_001, owner: ReplicaSet}},
+		candidates(t, part), "only the Pod without the variable is kept: its creation time, controller kind and facts; nothing else")
+	require.NoError(t, w.Delete(auditPod(1, false)))
+	assert.Empty(t, candidates(t, part), "a deleted Pod leaves the index")
 }

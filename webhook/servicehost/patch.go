@@ -313,10 +313,21 @@ func (in Injection) NewEphemeralContainersPatch(view, old PodView) ([]byte, int)
 // has env entries: one per variable, at the insert position); only
 // containers for which include returns true count (all when it is nil).
 func (in Injection) patch(view PodView, include func(list int, c RawContainer) bool) ([]byte, int) {
-	vars := in.vars()
+	var held [2]corev1.EnvVar // the variables, on the stack
+	vars := in.appendVars(held[:0])
 	var entries [2][]byte // each variable as a JSON env entry, written once
+	var entryBuf [256]byte
+	size := 0
 	for j, v := range vars {
-		entries[j] = envEntryJSON(v.Name, v.Value)
+		entries[j] = appendEnvEntry(entryBuf[size:size], v.Name, v.Value)
+		size += len(entries[j])
+		if size > len(entryBuf) {
+			size = len(entryBuf) // a long value went to the heap; later ones may too
+		}
+	}
+	containers := 0
+	for _, list := range view.Lists {
+		containers += len(list.Containers)
 	}
 	var b []byte
 	injected := 0
@@ -326,7 +337,9 @@ func (in Injection) patch(view PodView, include func(list int, c RawContainer) b
 				continue
 			}
 			if injected == 0 {
-				b = make([]byte, 0, 256)
+				// One allocation for the whole patch: two operations of about 60 bytes
+				// besides their entries, per container that may need them.
+				b = make([]byte, 0, 2+containers*(2*64+len(entries[0])+len(entries[1])))
 				b = append(b, '[')
 			} else {
 				b = append(b, ',')
@@ -374,16 +387,28 @@ func appendEnvPath(b []byte, field string, i int) []byte {
 	return append(b, "/env"...)
 }
 
-// envEntryJSON is the env entry name=value as JSON.
-func envEntryJSON(name, value string) []byte {
-	n, _ := json.Marshal(name)  // a string always encodes
-	v, _ := json.Marshal(value) // a string always encodes
-	out := make([]byte, 0, len(n)+len(v)+20)
-	out = append(out, `{"name":`...)
-	out = append(out, n...)
-	out = append(out, `,"value":`...)
-	out = append(out, v...)
-	return append(out, '}')
+// appendEnvEntry appends the env entry name=value as JSON.
+func appendEnvEntry(b []byte, name, value string) []byte {
+	b = append(b, `{"name":`...)
+	b = appendJSONString(b, name)
+	b = append(b, `,"value":`...)
+	b = appendJSONString(b, value)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string. Names and values svcguard
+// injects are plain (an IP or DNS name, a port); anything else is encoded
+// by encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			quoted, _ := json.Marshal(s) // a string always encodes
+			return append(b, quoted...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func setsServiceVarRaw(env []RawEnv) bool {

@@ -213,3 +213,18 @@ func TestReadPodRefusesAmbiguousDocumentsTheAPIServerNeverSends(t *testing.T) {
 		})
 	}
 }
+
+func TestEnvEntriesAreTheJSONOfTheirEnvVar(t *testing.T) {
+	for _, value := range []string{"10.0.0.1", "fd00::1", "api.example.com", "6443", "", `a"b`, `a\b`, "<&>", "é", "\x01", "\u2028"} {
+		want, err := json.Marshal(corev1.EnvVar{Name: HostVar, Value: value})
+		require.NoError(t, err)
+		got := appendEnvEntry(nil, HostVar, value)
+		var a, b corev1.EnvVar
+		require.NoError(t, json.Unmarshal(got, &a), "entry %s is not JSON", got)
+		require.NoError(t, json.Unmarshal(want, &b))
+		assert.Equal(t, b, a, "the entry for %q decodes to the EnvVar", value)
+		if value == "10.0.0.1" {
+			assert.Equal(t, string(want), string(got), "a plain value is written as encoding/json writes it")
+		}
+	}
+}

@@ -45,7 +45,12 @@ type Injection struct {
 
 // vars lists the variables to set, in the order they are added.
 func (in Injection) vars() []corev1.EnvVar {
-	vars := []corev1.EnvVar{{Name: HostVar, Value: in.Host}}
+	return in.appendVars(nil)
+}
+
+// appendVars appends the variables to vars.
+func (in Injection) appendVars(vars []corev1.EnvVar) []corev1.EnvVar {
+	vars = append(vars, corev1.EnvVar{Name: HostVar, Value: in.Host})
 	if in.Port != "" {
 		vars = append(vars, corev1.EnvVar{Name: PortVar, Value: in.Port})
 	}

@@ -31,7 +31,7 @@ func Build(o *Options, deps component.Dependencies) (component.Built, error) {
 				return admission.Allowed("service-host webhook is off: svcguard runs without --service-host")
 			})}}, nil
 	}
-	audit, err := NewAudit(deps.Client, deps.Recorder, AuditOptions{
+	audit, err := NewAudit(deps.Client, deps.Pods, deps.Recorder, AuditOptions{
 		Interval:      deps.AuditInterval,
 		Remediate:     o.RemediateMissedPods,
 		RatePerMinute: o.RemediationRate,

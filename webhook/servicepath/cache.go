@@ -2,7 +2,6 @@ package servicepath
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/svcguard/svcguard/pkg/slim"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 )
 
 // The API server's own Service and the label of its EndpointSlices.
@@ -39,20 +39,30 @@ const ResolveInterval = 30 * time.Second
 // others between lookups.
 const ResolveMemory = 10 * time.Minute
 
-// slimPod is all the Pod cache keeps: name, labels (for selectors), the
-// named ports EndpointSlices resolve, and whether it has ended. Labels and
-// ports are each packed into one string: a map of three labels costs about
-// 400 bytes, its packed form about 60, and every replica keeps every Pod.
-type slimPod struct {
-	slim.Key
-	labels packedLabels
-	ports  PortNames
-	// ended marks a Succeeded or Failed Pod, which no EndpointSlice lists.
-	ended bool
-	// oversized marks a Pod whose labels exceed MaxLabelBytes or whose named
-	// ports exceed MaxPortNameBytes: neither kept.
-	oversized bool
+// pathPod is all the guard keeps of a running Pod (its part of the shared
+// Pod watch; the name is the Record's): its labels (for selectors) and the
+// named ports EndpointSlices resolve. Each is packed into one string (a map
+// of three labels costs about 400 bytes, its packed form about 60) and made
+// unique: the Pods of a ReplicaSet share one copy, and a copy no Pod holds
+// any more is collected. An ended Pod, which no EndpointSlice lists, and a
+// Pod over MaxLabelBytes or MaxPortNameBytes keep nothing.
+type pathPod struct {
+	labels unique.Handle[packedLabels]
+	ports  unique.Handle[PortNames]
 }
+
+// sharedLabels are a pathPod's labels as labels.Labels. Being one pointer,
+// it converts to the interface without allocating.
+type sharedLabels struct{ h unique.Handle[packedLabels] }
+
+// Get implements labels.Labels.
+func (l sharedLabels) Get(key string) string { return l.h.Value().Get(key) }
+
+// Has implements labels.Labels.
+func (l sharedLabels) Has(key string) bool { return l.h.Value().Has(key) }
+
+// Lookup implements labels.Labels.
+func (l sharedLabels) Lookup(key string) (string, bool) { return l.h.Value().Lookup(key) }
 
 // packedLabels are labels as "key\x00value\x00" pairs, sorted by key; label
 // keys and values cannot hold a NUL byte. It implements labels.Labels.
@@ -115,26 +125,17 @@ const MaxPortNameBytes = 1024
 // everyone. A Pod over the bound is left out of targetPort counts.
 const MaxLabelBytes = 2048
 
-// podTransform keeps what slimPod holds. Namespaces are interned (there are
-// few); label values are not: they churn with every rollout
-// (pod-template-hash), and an interner would keep every value ever seen.
-func (t *podTransform) transform(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil // a cache.DeletedFinalStateUnknown tombstone carries its last slim state
-	}
-	out := &slimPod{
-		Key:   slim.Key{Namespace: t.namespaces.Intern(pod.Namespace), Name: pod.Name},
-		ended: pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed,
+// pathPodOf keeps what pathPod holds; nil for an ended or oversized Pod.
+func pathPodOf(pod *corev1.Pod) *pathPod {
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil
 	}
 	size := 0
 	for k, v := range pod.Labels {
 		size += len(k) + len(v)
 	}
 	if size > MaxLabelBytes {
-		out.oversized = true
-	} else {
-		out.labels = packLabels(pod.Labels)
+		return nil
 	}
 	var ports []NamedPort
 	add := func(c corev1.Container) {
@@ -152,17 +153,11 @@ func (t *podTransform) transform(obj any) (any, error) {
 			add(c) // a native sidecar's ports count, as the EndpointSlice controller counts them
 		}
 	}
-	if names := PortNamesOf(ports...); len(names) > MaxPortNameBytes {
-		out.oversized, out.labels = true, ""
-	} else {
-		out.ports = names
+	names := PortNamesOf(ports...)
+	if len(names) > MaxPortNameBytes {
+		return nil
 	}
-	return out, nil
-}
-
-// podTransform turns Pods into slimPods.
-type podTransform struct {
-	namespaces slim.Interner
+	return &pathPod{labels: unique.Make(packLabels(pod.Labels)), ports: unique.Make(names)}
 }
 
 // Caches are what every replica keeps for the guard's decisions: every
@@ -170,8 +165,10 @@ type podTransform struct {
 // Service, its EndpointSlices, and the addresses --service-host resolves to.
 // They implement View.
 type Caches struct {
-	pods, apiService, apiSlices indexed
-	informers                   []cache.SharedIndexInformer
+	pods                  podwatch.Part[pathPod]
+	podsSynced            func() bool
+	apiService, apiSlices indexed
+	informers             []cache.SharedIndexInformer
 
 	serviceHost string
 	resolve     func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -180,17 +177,18 @@ type Caches struct {
 	log         logr.Logger
 }
 
-// NewCaches builds the caches on client; Start runs them. serviceHost is
-// --service-host (an IP or a DNS name; empty: none).
-func NewCaches(client kubernetes.Interface, serviceHost string, log logr.Logger) (*Caches, error) {
-	pods := cache.NewSharedIndexInformer(
-		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "pods", metav1.NamespaceAll, fields.Everything()),
-		&corev1.Pod{}, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	if err := pods.SetTransform((&podTransform{}).transform); err != nil {
-		return nil, fmt.Errorf("pod cache: %w", err)
+// NewCaches registers the guard's part of pods, the replica's shared Pod
+// watch, and builds the other caches on client; Start runs them (the server
+// runs pods). serviceHost is --service-host (an IP or a DNS name; empty:
+// none).
+func NewCaches(client kubernetes.Interface, pods *podwatch.Watch, serviceHost string, log logr.Logger) (*Caches, error) {
+	part, err := podwatch.Register(pods, Name, pathPodOf)
+	if err != nil {
+		return nil, err
 	}
 	c := &Caches{
-		pods: pods,
+		pods:       part,
+		podsSynced: part.Synced,
 		apiService: cache.NewSharedIndexInformer(
 			cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "services", apiServerNamespace,
 				fields.OneTermEqualSelector("metadata.name", apiServerService)),
@@ -206,7 +204,7 @@ func NewCaches(client kubernetes.Interface, serviceHost string, log logr.Logger)
 		now: time.Now,
 		log: log,
 	}
-	c.informers = []cache.SharedIndexInformer{pods, c.apiService.(cache.SharedIndexInformer), c.apiSlices.(cache.SharedIndexInformer)}
+	c.informers = []cache.SharedIndexInformer{c.apiService.(cache.SharedIndexInformer), c.apiSlices.(cache.SharedIndexInformer)}
 	return c, nil
 }
 
@@ -285,7 +283,7 @@ func (c *Caches) NeedLeaderElection() bool {
 
 // Synced tells whether every informer holds the whole cluster.
 func (c *Caches) Synced() bool {
-	return c.pods.HasSynced() && c.apiService.HasSynced() && c.apiSlices.HasSynced()
+	return c.podsSynced() && c.apiService.HasSynced() && c.apiSlices.HasSynced()
 }
 
 // APIServerAddresses implements View.
@@ -330,20 +328,13 @@ func (c *Caches) APIServerAddresses() (map[netip.Addr]string, bool) {
 
 // SelectedPods implements View.
 func (c *Caches) SelectedPods(namespace string, selector labels.Selector, f func(Pod)) bool {
-	if !c.pods.HasSynced() {
+	if !c.podsSynced() {
 		return false
 	}
-	objs, err := c.pods.GetIndexer().ByIndex(cache.NamespaceIndex, namespace)
-	if err != nil {
-		return false // only an unknown index name errs, and the index is ours
-	}
-	for _, obj := range objs {
-		p, ok := obj.(*slimPod)
-		// A pointer: boxing the string into labels.Labels would allocate once per Pod.
-		if !ok || p.ended || p.oversized || !selector.Matches(&p.labels) {
-			continue
+	c.pods.InNamespace(namespace, func(r *podwatch.Record, p *pathPod) {
+		if selector.Matches(sharedLabels{p.labels}) {
+			f(Pod{Name: r.Name(), Ports: p.ports.Value()})
 		}
-		f(Pod{Name: p.Name, Ports: p.ports})
-	}
+	})
 	return true
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +19,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
-	"github.com/svcguard/svcguard/pkg/benchtest"
 	"github.com/svcguard/svcguard/pkg/fixtures"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 )
 
 // store is an informer's indexer that a test fills by hand.
@@ -49,10 +48,6 @@ func newStore(indexers cache.Indexers, transform func(any) (any, error), objs ..
 // testCaches are Caches over stores holding pods, the kubernetes Service
 // and its EndpointSlices, with --service-host resolved to resolved.
 func testCaches(pods []*corev1.Pod, apiObjects ...any) *Caches {
-	podObjs := make([]any, len(pods))
-	for i, p := range pods {
-		podObjs[i] = p
-	}
 	var svcs, slices []any
 	for _, o := range apiObjects {
 		if _, ok := o.(*corev1.Service); ok {
@@ -61,8 +56,19 @@ func testCaches(pods []*corev1.Pod, apiObjects ...any) *Caches {
 			slices = append(slices, o)
 		}
 	}
+	w := podwatch.NewStore()
+	part, err := podwatch.Register(w, Name, pathPodOf)
+	if err != nil {
+		panic(err)
+	}
+	for _, p := range pods {
+		if err := w.Add(p); err != nil {
+			panic(err)
+		}
+	}
 	return &Caches{
-		pods:       newStore(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, (&podTransform{}).transform, podObjs...),
+		pods:       part,
+		podsSynced: part.Synced,
 		apiService: newStore(cache.Indexers{}, nil, svcs...),
 		apiSlices:  newStore(cache.Indexers{}, nil, slices...),
 		now:        time.Now,
@@ -192,7 +198,7 @@ func TestCachesSelectPodsOfTheNamespaceThatRunWithTheirNamedPorts(t *testing.T) 
 	c = testCaches([]*corev1.Pod{huge})
 	assert.True(t, c.SelectedPods("shop", labels.Everything(), func(p Pod) { got = append(got, p) }))
 	assert.Empty(t, got, "a Pod whose labels exceed MaxLabelBytes is not kept, so no tenant can grow every replica's cache at will")
-	assert.Empty(t, c.pods.GetIndexer().List()[0].(*slimPod).labels)
+	assert.Nil(t, pathPodOf(huge), "nothing of it is kept")
 
 	manyPorts := web("many-ports")
 	for i := range 200 {
@@ -203,7 +209,7 @@ func TestCachesSelectPodsOfTheNamespaceThatRunWithTheirNamedPorts(t *testing.T) 
 	assert.True(t, c.SelectedPods("shop", labels.Everything(), func(p Pod) { got = append(got, p) }))
 	assert.Empty(t, got, "a Pod whose named ports exceed MaxPortNameBytes is not kept either")
 
-	c.pods.(*store).unsynced = true
+	c.podsSynced = func() bool { return false }
 	assert.False(t, c.SelectedPods("shop", labels.Everything(), func(Pod) { t.Fatal("called before the cache synced") }))
 }
 
@@ -217,27 +223,6 @@ func syntheticPod(i int) *corev1.Pod {
 		fixtures.Label("team", fmt.Sprintf("team-%d", i/1000)), fixtures.Container("app", "registry.example/app:1"))
 	p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: fmt.Sprintf("http-%d", i%2), ContainerPort: 8080, Protocol: corev1.ProtocolTCP}}
 	return p
-}
-
-// BenchmarkPodCacheMemory feeds 100k synthetic Pods through the real
-// transform and namespace index, and reports the heap they hold.
-func BenchmarkPodCacheMemory(b *testing.B) {
-	const pods = 100_000
-	for i := 0; i < b.N; i++ {
-		before := benchtest.HeapAfterGC()
-		s := newStore(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, nil)
-		tr := &podTransform{}
-		for p := 0; p < pods; p++ {
-			obj, _ := tr.transform(syntheticPod(p))
-			if err := s.Add(obj); err != nil {
-				b.Fatal(err)
-			}
-		}
-		heap := benchtest.HeapAfterGC() - before
-		b.ReportMetric(float64(heap)/pods, "B/pod")
-		b.ReportMetric(float64(heap)/(1<<20), "MiB-total")
-		runtime.KeepAlive(s)
-	}
 }
 
 // BenchmarkJudgeTargetPortWithCaches measures one decision on a Service

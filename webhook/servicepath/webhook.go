@@ -26,7 +26,7 @@ func Build(o *Options, serviceHost string, deps component.Dependencies) (compone
 	if err != nil {
 		return component.Built{}, err
 	}
-	caches, err := NewCaches(deps.Client, serviceHost, log.Log.WithName(Name))
+	caches, err := NewCaches(deps.Client, deps.Pods, serviceHost, log.Log.WithName(Name))
 	if err != nil {
 		return component.Built{}, err
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/nodeport"
 )
@@ -35,8 +36,10 @@ func startAudit(t *testing.T, ctx context.Context, guard *nodeport.Guard, user s
 	svcguard := suite.Env.ShippedRBACConfig(t, user, testenv.DefaultOverlay, "svcguard")
 	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
-	caches, err := nodeport.NewCaches(cs, guard.Range)
+	pods := podwatch.New(cs)
+	caches, err := nodeport.NewCaches(cs, pods, guard.Range)
 	require.NoError(t, err)
+	go func() { _ = pods.Start(ctx) }()
 	go func() { _ = caches.Start(ctx) }()
 	audit := nodeport.NewAudit(guard, caches, cs, testenv.Recorder(t, ctx, svcguard), time.Hour, logr.Discard())
 	go func() { _ = audit.Start(ctx) }()

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/servicehost"
 )
@@ -110,11 +111,13 @@ func TestEnvtestAuditReportsMissedPodsAndEvictsOnlyWhatAControllerRecreates(t *t
 	cs, err := kubernetes.NewForConfig(svcguard)
 	require.NoError(t, err)
 	recorder := testenv.Recorder(t, ctx, svcguard)
-	audit, err := servicehost.NewAudit(cs, recorder, servicehost.AuditOptions{
+	pods := podwatch.New(cs)
+	audit, err := servicehost.NewAudit(cs, pods, recorder, servicehost.AuditOptions{
 		Interval: 200 * time.Millisecond, Remediate: true, RatePerMinute: 60, OwnNamespace: "svcguard",
 		ReportsPerPass: 1, // two missed Pods: the second is reported on a later pass, never lost
 	}, logr.Discard())
 	require.NoError(t, err)
+	go func() { _ = pods.Start(ctx) }()
 	go func() { _ = audit.Start(ctx) }()
 
 	require.Eventually(t, func() bool { return len(eventsFor(t, bare, servicehost.MissedReason)) == 1 }, 20*time.Second, 100*time.Millisecond,

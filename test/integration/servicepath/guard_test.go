@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/svcguard/svcguard/pkg/fixtures"
+	"github.com/svcguard/svcguard/pkg/podwatch"
 	"github.com/svcguard/svcguard/pkg/testenv"
 	"github.com/svcguard/svcguard/webhook/servicepath"
 )
@@ -243,8 +244,10 @@ func TestEnvtestAuditReportsServicesWhosePodsLackTheirTargetPortName(t *testing.
 	cfg := suite.Env.ShippedRBACConfig(t, "svcguard-service-path-audit", testenv.DefaultOverlay, "svcguard")
 	cs, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
-	caches, err := servicepath.NewCaches(cs, serviceHost, logr.Discard())
+	pods := podwatch.New(cs)
+	caches, err := servicepath.NewCaches(cs, pods, serviceHost, logr.Discard())
 	require.NoError(t, err)
+	go func() { _ = pods.Start(ctx) }()
 	go func() { _ = caches.Start(ctx) }()
 	guard, err := servicepath.NewOptions().Guard()
 	require.NoError(t, err)
