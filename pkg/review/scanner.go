@@ -68,13 +68,18 @@ func (s *scanner) skip() {
 	case '"':
 		s.i++
 		for {
-			j := bytes.IndexAny(s.b[s.i:], `"\`)
-			s.i += j
-			if s.b[s.i] == '"' {
-				s.i++
+			// The next quote ends the string unless an odd run of backslashes
+			// escapes it (a run cannot start before this segment: what precedes
+			// a segment is a quote).
+			end := s.i + bytes.IndexByte(s.b[s.i:], '"')
+			k := end - 1
+			for k >= s.i && s.b[k] == '\\' {
+				k--
+			}
+			s.i = end + 1
+			if (end-1-k)%2 == 0 {
 				return
 			}
-			s.i += 2 // an escape: the backslash and what it escapes (\uXXXX's digits hold no quote)
 		}
 	case '{', '[':
 		depth := 0

@@ -39,7 +39,6 @@ import (
 	"github.com/svcguard/svcguard/pkg/options"
 	"github.com/svcguard/svcguard/pkg/podwatch"
 	"github.com/svcguard/svcguard/pkg/readiness"
-	"github.com/svcguard/svcguard/pkg/redact"
 	"github.com/svcguard/svcguard/pkg/review"
 	"github.com/svcguard/svcguard/pkg/version"
 )
@@ -205,9 +204,7 @@ func (s *Server) Register(w component.Webhook) {
 		WithContextFunc: s.selfTest.Context,
 		// controller-runtime logs decoder errors, which quote what a client
 		// sent; svcguard's logs never carry request content.
-		LogConstructor: func(base logr.Logger, req *admission.Request) logr.Logger {
-			return redact.Logger(admission.DefaultLogConstructor(base, req))
-		},
+		LogConstructor: requestLogger,
 	}})
 	s.webhooks = append(s.webhooks, w)
 	if w.Off {
