@@ -217,14 +217,15 @@ func Tables(results []Result, cpu string) string {
 // any other benchmark. Its time per op is the time to fill its caches, not
 // a figure.
 func memoryUnits(r Result) []string {
-	order := []string{"heap-B/pod", "rss-B/pod", "B/pod", "B/service", "MiB-total", "idle-rss-MiB", "rss-MiB", "pod-watches", "apiserver-cpu-s", "sent-MiB"}
+	order := []string{"heap-B/pod", "rss-B/pod", "B/pod", "B/service", "MiB-total", "idle-rss-MiB", "rss-MiB", "pod-watches",
+		"apiserver-cpu-s", "sent-MiB", "peak-MiB", "in-flight"}
 	var units []string
 	for _, unit := range order {
 		if _, ok := r.Metrics[unit]; ok {
 			units = append(units, unit)
 		}
 	}
-	if !slices.ContainsFunc(units, func(u string) bool { return strings.HasSuffix(u, "B/pod") || u == "B/service" }) {
+	if !slices.ContainsFunc(units, func(u string) bool { return strings.HasSuffix(u, "B/pod") || u == "B/service" || u == "peak-MiB" }) {
 		return nil
 	}
 	return units

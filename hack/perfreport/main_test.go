@@ -20,6 +20,7 @@ BenchmarkAPIServerPodCreate/none/round=1-2 	       1	1 ns/op	 7.0 p50-ms	 9.0 p9
 BenchmarkAPIServerPodCreate/svcguard/round=1-2 	       1	1 ns/op	 9.5 p50-ms	 12.0 p99-ms	 200 requests
 BenchmarkLeaderPodMemory-2 	       1	2157165924 ns/op	       188.1 B/pod	        17.94 MiB-total	1 B/op	2 allocs/op
 BenchmarkServiceCacheMemory-2   	       1	  84560417 ns/op	       333.0 B/service
+BenchmarkHostileReviewsPeakRSS-2   	       2	 587251144 ns/op	        16.00 in-flight	       253.6 peak-MiB	 7149332 B/op	   27055 allocs/op
 BenchmarkLeaderPerPod-2 	       1	 1 ns/op	 190.5 heap-B/pod	 410.2 rss-B/pod	 1 pod-watches	 1.25 apiserver-cpu-s	 30.5 sent-MiB
 `
 
@@ -27,7 +28,7 @@ func TestTablesReportMeansAndRatiosOfTheRuns(t *testing.T) {
 	results, cpu, err := Parse(strings.NewReader(sample))
 	require.NoError(t, err)
 	assert.Equal(t, "AMD EPYC", cpu)
-	require.Len(t, results, 11)
+	require.Len(t, results, 12)
 	out := Tables(results, cpu)
 	assert.Contains(t, out, "| saturation | svcguard | 16200 | 0.50 | 1.10 | 2.20 | 60 | 60 |")
 	assert.Contains(t, out, "| saturation | 0.90 | 1.10x |", "throughput and p99 ratios")
@@ -39,6 +40,7 @@ func TestTablesReportMeansAndRatiosOfTheRuns(t *testing.T) {
 	assert.NotContains(t, out, "| BenchmarkLeaderPodMemory | 2157165924", "a memory benchmark's time is not a figure")
 	assert.Contains(t, out, "| BenchmarkLeaderPodMemory | 188.1 B/pod, 17.94 MiB-total |")
 	assert.Contains(t, out, "| BenchmarkServiceCacheMemory | 333 B/service |")
+	assert.Contains(t, out, "| BenchmarkHostileReviewsPeakRSS | 253.6 peak-MiB, 16 in-flight |", "a process's peak memory is a memory figure")
 	assert.Contains(t, out, "| BenchmarkLeaderPerPod | 190.5 heap-B/pod, 410.2 rss-B/pod, 1 pod-watches, 1.25 apiserver-cpu-s, 30.5 sent-MiB |")
 }
 

@@ -60,9 +60,19 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req, gvk, ok = Decode(body)
 	}
 	if !ok {
-		// controller-runtime reads the same bytes, then whatever is left.
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
-		h.Webhook.ServeHTTP(w, r)
+		// controller-runtime reads the same bytes, then whatever is left, or the
+		// same error: a connection that timed out must not be read again (it
+		// would wait for bytes that never come).
+		rest := r.Body
+		if err != nil {
+			rest = io.NopCloser(failedReader{err})
+		}
+		// On a copy of the request: net/http decides whether to close the
+		// connection after the answer by the original request's body (a body
+		// that failed, or was left unread, closes it), so r.Body stays as it was.
+		replay := r.WithContext(r.Context())
+		replay.Body = readCloser{io.MultiReader(bytes.NewReader(body), rest), r.Body}
+		h.Webhook.ServeHTTP(w, replay)
 		return
 	}
 	_ = r.Body.Close()
@@ -108,6 +118,11 @@ func (h Handler) logger(req *admission.Request) logr.Logger {
 	}
 	return construct(admissionLog, req)
 }
+
+// failedReader fails every read with err.
+type failedReader struct{ err error }
+
+func (f failedReader) Read([]byte) (int, error) { return 0, f.err }
 
 // readCloser reads from one reader and closes another.
 type readCloser struct {

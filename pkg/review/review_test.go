@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -194,6 +196,38 @@ func TestABodyAtTheSizeLimitIsRefusedAsControllerRuntimeRefusesIt(t *testing.T) 
 			assert.Contains(t, got.body, "request entity is too large", "a body of %d bytes", size)
 		}
 	}
+}
+
+// stalled is a body that yields part of a review, then fails every read as
+// a connection past its read deadline does, and would block a second reader.
+type stalled struct {
+	part  io.Reader
+	after int // reads after the failure: must be 0
+}
+
+func (s *stalled) Read(p []byte) (int, error) {
+	if n, err := s.part.Read(p); err != io.EOF {
+		return n, err
+	}
+	if s.after++; s.after > 1 {
+		panic("the body was read again after it failed: a real connection would block here")
+	}
+	return 0, errors.New("read tcp 127.0.0.1:9443->127.0.0.1:50000: i/o timeout")
+}
+
+func TestABodyThatFailsMidwayGetsControllerRuntimesAnswerWithoutASecondRead(t *testing.T) {
+	part := `{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u","object":{"a":`
+	answer := func(h http.Handler) answer {
+		r := httptest.NewRequest(http.MethodPost, "/webhooks/x", &stalled{part: strings.NewReader(part)})
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return answer{w.Code, w.Body.String()}
+	}
+	want := answer(&webhook.Admission{Handler: echo})
+	got := answer(Handler{Webhook: &webhook.Admission{Handler: echo}})
+	assert.Equal(t, want, got)
+	assert.Contains(t, got.body, "i/o timeout")
 }
 
 func TestAPanickingHandlerIsRecoveredAsControllerRuntimeRecoversIt(t *testing.T) {
