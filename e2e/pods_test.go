@@ -76,8 +76,7 @@ func steadyPodWatches(t testing.TB, ctx context.Context) float64 {
 }
 
 // clusterPods is how many Pods BenchmarkLeaderPerPod adds to the cluster:
-// 10,000, or $SVCGUARD_BENCH_PODS (the figure at 100,000 in
-// docs/performance.md was taken so; it takes about ten minutes).
+// 10,000, or $SVCGUARD_BENCH_PODS (100,000 takes about ten minutes).
 func clusterPods(b *testing.B) int {
 	if v := os.Getenv("SVCGUARD_BENCH_PODS"); v != "" {
 		n, err := strconv.Atoi(v)

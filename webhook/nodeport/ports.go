@@ -11,8 +11,9 @@
 //   - ports.go: the value types (ranges, pins, admins) and their parsing;
 //   - rules.go: the pure rules (Guard.Judge, Guard.Assess) and the pin
 //     authority model, judged against a View of the cluster;
-//   - cache.go: the slim informer caches that are that View, feeding rules 3
-//     and 5 and the pins of other Services;
+//   - cache.go: the caches that are that View (the guard's part of the
+//     shared Pod watch, a slim Service informer), feeding rules 3 and 5 and
+//     the pins of other Services;
 //   - handler.go: the admission handler (decode, judge, respond);
 //   - audit.go: the leader-only audit, the same rules over the same caches;
 //   - options.go: the settings (flags and their validation);
