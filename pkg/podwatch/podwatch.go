@@ -122,14 +122,18 @@ func NewStore() *Watch {
 	return w
 }
 
-// project turns a Pod into its Record.
-func (w *Watch) project(pod *corev1.Pod) *Record {
+// seal fixes the parts: Start seals before the reflector hands over a Pod,
+// and Add before the first, so that project reads them without a lock.
+func (w *Watch) seal() {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.sealed = true
-	projections := w.projections
-	w.mu.Unlock()
+}
+
+// project turns a Pod into its Record; the parts are sealed by then.
+func (w *Watch) project(pod *corev1.Pod) *Record {
 	r := &Record{key: pod.Namespace + "/" + pod.Name}
-	for i, project := range projections {
+	for i, project := range w.projections {
 		r.parts[i] = project(pod)
 	}
 	return r
@@ -141,11 +145,8 @@ func (w *Watch) Start(ctx context.Context) error {
 	if w.reflector == nil {
 		return errors.New("a Watch from NewStore has no reflector to start")
 	}
-	w.mu.Lock()
-	w.sealed = true
-	none := len(w.projections) == 0
-	w.mu.Unlock()
-	if none {
+	w.seal()
+	if len(w.projections) == 0 {
 		return nil
 	}
 	w.reflector.RunWithContext(ctx)
@@ -176,6 +177,7 @@ func (w *Watch) Add(pod *corev1.Pod) error {
 	if w.reflector != nil {
 		return errors.New("a reflector's Watch is fed by the API server, not by Add")
 	}
+	w.seal()
 	return w.store.Add(pod)
 }
 
@@ -189,7 +191,7 @@ func (w *Watch) Delete(pod *corev1.Pod) error {
 
 // Len is how many Pods the store holds.
 func (w *Watch) Len() int {
-	return len(w.store.keys())
+	return w.store.len()
 }
 
 // Part is one consumer's view of the Watch: what its projection keeps of

@@ -241,14 +241,15 @@ func (s *recordStore) list() []*Record {
 	return out
 }
 
-// keys returns every key.
-func (s *recordStore) keys() []string {
-	records := s.list()
-	out := make([]string, len(records))
-	for i, r := range records {
-		out[i] = r.key
+// len is how many Records the store holds.
+func (s *recordStore) len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, names := range s.items {
+		n += len(names)
 	}
-	return out
+	return n
 }
 
 // members copies a set out, so that callers run without the lock.

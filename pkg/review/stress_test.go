@@ -1,6 +1,7 @@
 package review
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -10,13 +11,7 @@ import (
 // JSON punctuation inserted), so that every `go test` run covers more than
 // the seeds: 20,000 bodies, most of them malformed in a new way.
 func TestMutatedBodiesGetTheSameAnswers(t *testing.T) {
-	var seeds [][]byte
-	for _, b := range wellFormed(t) {
-		seeds = append(seeds, b)
-	}
-	for _, b := range malformed {
-		seeds = append(seeds, []byte(b))
-	}
+	seeds := seeds(t, math.MaxInt)
 	r := rand.New(rand.NewPCG(1, 2))
 	const punctuation = `{}[]",:\ntu`
 	fast := 0

@@ -192,8 +192,7 @@ func serviceIndexers() cache.Indexers {
 // O(ports), never a scan of the cluster. They implement View.
 type Caches struct {
 	pods     podwatch.Part[hostPorts]
-	services indexed
-	informer cache.SharedIndexInformer // nil when tests hand a plain store
+	services indexed // the Service informer, or a plain store in tests
 }
 
 // indexed is what a decision reads of an informer.
@@ -209,12 +208,7 @@ func NewCaches(client kubernetes.Interface, pods *podwatch.Watch, nodePorts Rang
 	services := cache.NewSharedIndexInformer(
 		cache.NewListWatchFromClient(client.CoreV1().RESTClient(), "services", metav1.NamespaceAll, fields.Everything()),
 		&corev1.Service{}, 0, serviceIndexers())
-	c, err := newCaches(pods, services, nodePorts)
-	if err != nil {
-		return nil, err
-	}
-	c.informer = services
-	return c, nil
+	return newCaches(pods, services, nodePorts)
 }
 
 // newCaches registers the guard's part of pods and reads Services from services.
@@ -238,8 +232,8 @@ func newCaches(pods *podwatch.Watch, services indexed, nodePorts Range) (*Caches
 // Start runs the Service informer until ctx ends. Every replica runs it:
 // the webhook needs it whether or not the replica leads.
 func (c *Caches) Start(ctx context.Context) error {
-	if c.informer != nil {
-		c.informer.RunWithContext(ctx)
+	if inf, ok := c.services.(cache.SharedIndexInformer); ok {
+		inf.RunWithContext(ctx)
 	}
 	return nil
 }

@@ -139,7 +139,7 @@ func (in Injection) applyToEnv(env *[]corev1.EnvVar) int {
 	if setsServiceVar(*env) {
 		return 0
 	}
-	vars := in.vars()
+	vars := in.appendVars(nil)
 	at := firstReference(*env, vars)
 	out := make([]corev1.EnvVar, 0, len(*env)+len(vars))
 	out = append(out, (*env)[:at]...)

@@ -43,12 +43,8 @@ type Injection struct {
 	Port string
 }
 
-// vars lists the variables to set, in the order they are added.
-func (in Injection) vars() []corev1.EnvVar {
-	return in.appendVars(nil)
-}
-
-// appendVars appends the variables to vars.
+// appendVars appends the variables to set to vars, in the order they are
+// added.
 func (in Injection) appendVars(vars []corev1.EnvVar) []corev1.EnvVar {
 	vars = append(vars, corev1.EnvVar{Name: HostVar, Value: in.Host})
 	if in.Port != "" {
